@@ -1,0 +1,1 @@
+"""IFCNN image fusion in JAX/Flax."""

@@ -1,0 +1,202 @@
+"""The IFCNN network (Zhang et al., Information Fusion 2020) as a Flax NNX module.
+
+Layout is channels-last. Sources are stacked on a leading axis, ``(N, B, H, W, C)``,
+so that the number of sources N is part of the array shape rather than of the Python
+call signature; every source runs through the same conv1/conv2 weights.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+FuseRule = Literal["max", "sum", "mean"]
+FUSE_RULES: tuple[str, ...] = ("max", "sum", "mean")
+FEATURES = 64
+BN_EPSILON = 1e-5
+
+
+def replicate_pad(x: jax.Array, pad: int) -> jax.Array:
+    """Edge-pads the two spatial axes of a ``(..., H, W, C)`` array by ``pad`` pixels."""
+    widths = [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)]
+    return jnp.pad(x, widths, mode="edge")
+
+
+def fuse_features(features: jax.Array, rule: str) -> jax.Array:
+    """Combines per-source features ``(N, ...)`` elementwise over the source axis."""
+    if rule == "max":
+        return jnp.max(features, axis=0)
+    if rule == "sum":
+        return jnp.sum(features, axis=0)
+    if rule == "mean":
+        return jnp.mean(features, axis=0)
+    raise ValueError(f"unknown fuse rule {rule!r}; expected one of {FUSE_RULES}")
+
+
+class BatchNorm(nnx.Module):
+    """BatchNorm over the channel axis with PyTorch's conventions.
+
+    Training mode normalises with the biased batch variance and updates the running
+    variance with the unbiased one, ``running = (1 - momentum) * running + momentum *
+    batch`` (PyTorch's ``momentum=0.1`` convention, not Flax's). Inference mode uses
+    the running statistics.
+
+    ``group_axes`` lets one call normalise several independent groups: for the stacked
+    sources ``(N, B, H, W, C)`` with ``group_axes=1`` each source gets its own batch
+    statistics, exactly as the reference model, which calls the layer once per source.
+    The running statistics are then updated once per group, in order.
+    """
+
+    def __init__(self, features: int, *, epsilon: float = BN_EPSILON,
+                 momentum: float = 0.1, use_running_average: bool = False):
+        self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
+        self.epsilon = epsilon
+        self.momentum = momentum
+        self.use_running_average = use_running_average
+
+    def __call__(self, x: jax.Array, group_axes: int = 0) -> jax.Array:
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            reduce_axes = tuple(range(group_axes, x.ndim - 1))
+            mean = jnp.mean(x, axis=reduce_axes, keepdims=True)
+            var = jnp.mean(jnp.square(x - mean), axis=reduce_axes, keepdims=True)
+            count = 1
+            for axis in reduce_axes:
+                count *= x.shape[axis]
+            unbiased = var * (count / max(count - 1, 1))
+            running_mean, running_var = self.mean[...], self.var[...]
+            group_means = mean.reshape(-1, x.shape[-1])
+            group_vars = unbiased.reshape(-1, x.shape[-1])
+            for g in range(group_means.shape[0]):
+                running_mean = (1 - self.momentum) * running_mean + self.momentum * group_means[g]
+                running_var = (1 - self.momentum) * running_var + self.momentum * group_vars[g]
+            self.mean[...] = jax.lax.stop_gradient(running_mean)
+            self.var[...] = jax.lax.stop_gradient(running_var)
+        inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
+        return (x - mean) * inv + self.bias[...]
+
+
+def _he_fan_out() -> nnx.Initializer:
+    # The reference initialises every conv with N(0, sqrt(2 / (k * k * out_channels))).
+    return nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class ConvBlock(nnx.Module):
+    """Replicate padding 1, 3x3 convolution without bias, BatchNorm, ReLU."""
+
+    def __init__(self, features: int = FEATURES, *, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(features, features, (3, 3), padding="VALID", use_bias=False,
+                             kernel_init=_he_fan_out(), rngs=rngs)
+        self.bn = BatchNorm(features)
+
+    def __call__(self, x: jax.Array, group_axes: int = 0) -> jax.Array:
+        lead = x.shape[:-3]
+        padded = replicate_pad(x, 1)
+        y = self.conv(padded.reshape((-1,) + padded.shape[-3:]))
+        y = y.reshape(lead + y.shape[1:])
+        return jax.nn.relu(self.bn(y, group_axes=group_axes))
+
+
+class IFCNN(nnx.Module):
+    """IFCNN: conv1 (7x7, ResNet-101's first layer) and conv2 per source, elementwise
+    fusion, conv3, and a 1x1 conv4 back to three channels.
+
+    Call it with stacked sources ``(N, B, H, W, 3)`` (any N >= 2, any H and W) in the
+    normalised space of the task recipe; it returns ``(B, H, W, 3)`` in that same space.
+    ``model.eval()`` switches BatchNorm to the running statistics (inference);
+    ``model.train()`` to batch statistics.
+    """
+
+    def __init__(self, fuse_rule: FuseRule = "max", *, rngs: nnx.Rngs):
+        if fuse_rule not in FUSE_RULES:
+            raise ValueError(f"unknown fuse rule {fuse_rule!r}; expected one of {FUSE_RULES}")
+        self.fuse_rule = fuse_rule
+        self.conv1 = nnx.Conv(3, FEATURES, (7, 7), padding="VALID", use_bias=False,
+                              kernel_init=_he_fan_out(), rngs=rngs)
+        self.conv2 = ConvBlock(rngs=rngs)
+        self.conv3 = ConvBlock(rngs=rngs)
+        self.conv4 = nnx.Conv(FEATURES, 3, (1, 1), padding="VALID", use_bias=True,
+                              kernel_init=_he_fan_out(), rngs=rngs)
+
+    def __call__(self, sources: jax.Array) -> jax.Array:
+        if sources.ndim != 5 or sources.shape[-1] != 3:
+            raise ValueError(f"IFCNN expects stacked sources (N, B, H, W, 3), got {sources.shape}")
+        n, b, h, w, _ = sources.shape
+        x = replicate_pad(sources, 3).reshape(n * b, h + 6, w + 6, 3)
+        x = self.conv1(x).reshape(n, b, h, w, FEATURES)
+        x = self.conv2(x, group_axes=1)
+        x = fuse_features(x, self.fuse_rule)
+        x = self.conv3(x)
+        return self.conv4(x)
+
+
+def new_ifcnn(fuse_rule: FuseRule = "max", *, conv1_from: str | None = None,
+              seed: int = 0) -> IFCNN:
+    """A fresh, untrained IFCNN (training mode), as the paper initialises it.
+
+    ``conv1_from`` names a checkpoint directory whose ``params['conv1']['kernel']``
+    (7, 7, 3, 64, HWIO) becomes conv1: a converted torchvision ResNet-101 (the
+    paper's initialisation) or any IFCNN checkpoint, whose conv1 is that same layer.
+    Without it conv1 is He-initialised at random. The other layers are always drawn
+    from ``seed``.
+    """
+    from ifcnn_jax.checkpoints import load_params
+    from ifcnn_jax.errors import IFCNNError
+
+    model = IFCNN(fuse_rule, rngs=nnx.Rngs(seed))
+    if conv1_from:
+        params, _ = load_params(conv1_from)
+        kernel = params.get("conv1", {}).get("kernel") if isinstance(params.get("conv1"), dict) else None
+        if kernel is None:
+            raise IFCNNError(f"{conv1_from}: checkpoint has no conv1/kernel to initialise IFCNN from")
+        if tuple(kernel.shape) != tuple(model.conv1.kernel.shape):
+            raise IFCNNError(f"{conv1_from}: conv1/kernel has shape {tuple(kernel.shape)}, "
+                             f"expected {tuple(model.conv1.kernel.shape)}")
+        model.conv1.kernel[...] = jnp.asarray(kernel, jnp.float32)
+    return model
+
+
+def load(path: str) -> IFCNN:
+    """Loads an IFCNN checkpoint directory (converted or trained) in inference mode.
+
+    The fusion rule comes from the checkpoint's metadata. Raises ``IFCNNError`` for a
+    missing directory, a checkpoint of another kind, or parameters of the wrong shape.
+    """
+    from ifcnn_jax.checkpoints import load_params
+    from ifcnn_jax.errors import IFCNNError
+
+    params, metadata = load_params(path)
+    kind = metadata.get("kind")
+    if kind != "ifcnn":
+        raise IFCNNError(f"{path}: checkpoint kind is {kind!r}, not an IFCNN model")
+    rule = metadata.get("fuse_rule")
+    if rule not in FUSE_RULES:
+        raise IFCNNError(f"{path}: metadata fuse_rule {rule!r} is not one of {FUSE_RULES}")
+    try:
+        return model_from_params(params, rule)
+    except ValueError as exc:
+        raise IFCNNError(f"{path}: {exc}") from exc
+
+
+def model_from_params(params: dict, fuse_rule: FuseRule) -> IFCNN:
+    """An inference-mode IFCNN holding ``params`` (the pure-dict layout of ``nnx.state``).
+
+    Raises ``ValueError`` if the tree's names or shapes differ from IFCNN's.
+    """
+    model = IFCNN(fuse_rule, rngs=nnx.Rngs(0))
+    state = nnx.state(model)
+    expected = jax.tree.map(lambda v: tuple(v.shape), state.to_pure_dict())
+    got = jax.tree.map(lambda v: tuple(v.shape), params)
+    if expected != got:
+        raise ValueError(f"parameter tree does not match IFCNN (expected {expected}, got {got})")
+    nnx.replace_by_pure_dict(state, jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params))
+    nnx.update(model, state)
+    model.eval()
+    return model

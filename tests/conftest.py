@@ -1,0 +1,34 @@
+"""Shared fixtures: where the authors' release files are, and converted checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RELEASE_DIR = REPO_ROOT.parent / "shared" / "ifcnn-release"
+
+
+def release_dir_or_skip() -> Path:
+    """The folder with the authors' snapshots/ and datasets/.
+
+    Taken from $IFCNN_RELEASE_DIR, else ../shared/ifcnn-release beside the checkout.
+    Missing: a failure when CI=true, a skip with instructions elsewhere.
+    """
+    env = os.environ.get("IFCNN_RELEASE_DIR")
+    path = Path(env) if env else DEFAULT_RELEASE_DIR
+    if (path / "snapshots" / "IFCNN-MAX.pth").is_file() and (path / "datasets").is_dir():
+        return path
+    message = (f"IFCNN release files not found at {path}: put the authors' Code/snapshots/*.pth "
+               "and Code/datasets/ (github.com/uzeful/IFCNN) in ../shared/ifcnn-release/"
+               "{snapshots,datasets} or set IFCNN_RELEASE_DIR")
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def release_dir() -> Path:
+    return release_dir_or_skip()
