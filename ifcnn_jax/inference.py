@@ -15,7 +15,7 @@ def _forward(model: IFCNN, sources: jax.Array) -> jax.Array:
     return model(sources)
 
 
-def forward(model: IFCNN, sources: np.ndarray | jax.Array) -> jax.Array:
+def forward(model: IFCNN, sources: np.ndarray | jax.Array, *, tile: int | None = None) -> jax.Array:
     """Fuses stacked, already normalised sources ``(N, B, H, W, 3)`` float32 into
     ``(B, H, W, 3)`` in the same normalised space. Uses the model as it is (call
     ``model.eval()`` first for inference; ``ifcnn_jax.load`` does)."""
@@ -24,4 +24,5 @@ def forward(model: IFCNN, sources: np.ndarray | jax.Array) -> jax.Array:
         raise ValueError(f"expected stacked sources (N, B, H, W, 3), got shape {sources.shape}")
     if sources.shape[0] < 2:
         raise ValueError(f"fusion needs at least 2 sources, got {sources.shape[0]}")
+    # TODO(perf helper): tiled path for large images; `tile` is accepted and ignored for now.
     return _forward(model, sources)

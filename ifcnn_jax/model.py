@@ -192,7 +192,7 @@ def model_from_params(params: dict, fuse_rule: FuseRule) -> IFCNN:
     """
     model = IFCNN(fuse_rule, rngs=nnx.Rngs(0))
     state = nnx.state(model)
-    expected = jax.tree.map(lambda v: tuple(v.shape), state.to_pure_dict())
+    expected = jax.tree.map(lambda v: tuple(v.shape), nnx.to_pure_dict(state))
     got = jax.tree.map(lambda v: tuple(v.shape), params)
     if expected != got:
         raise ValueError(f"parameter tree does not match IFCNN (expected {expected}, got {got})")

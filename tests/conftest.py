@@ -32,3 +32,20 @@ def release_dir_or_skip() -> Path:
 @pytest.fixture(scope="session")
 def release_dir() -> Path:
     return release_dir_or_skip()
+
+
+RELEASED_RULES = {"max": "IFCNN-MAX.pth", "sum": "IFCNN-SUM.pth", "mean": "IFCNN-MEAN.pth"}
+
+
+@pytest.fixture(scope="session")
+def converted_checkpoints(release_dir, tmp_path_factory) -> dict[str, Path]:
+    """The three released models converted once per session: {'max'|'sum'|'mean': dir}."""
+    from convert.from_torch import main as convert_main
+
+    out_root = tmp_path_factory.mktemp("converted")
+    converted = {}
+    for rule, name in RELEASED_RULES.items():
+        out = out_root / f"ifcnn-{rule}"
+        assert convert_main(["ifcnn", str(release_dir / "snapshots" / name), str(out)]) == 0
+        converted[rule] = out
+    return converted

@@ -1,0 +1,255 @@
+"""The four fusion recipes of the authors' demo (``Code/IFCNN_Main.py``), to the pixel.
+
+Each recipe turns source images into the model's input space, runs the network, and
+turns the result back into an image, with the demo's exact conversions:
+
+* ``multifocus``: RGB / 255, ImageNet mean/std normalisation; the output is
+  de-normalised, clipped to [0, 1], multiplied by 255 and *truncated* to uint8.
+* ``infrared`` and ``medical``: gray copied to three channels, mean 0 and std 1; the
+  truncated uint8 RGB output goes back to gray with OpenCV's RGB2GRAY (BT.601).
+* ``exposure``: PIL's RGB->YCbCr; the Y channels go through the network; the fused Y
+  is rescaled to [16, 235] and enhanced with CLAHE (clip 2.0, 8x8 tiles); Cb and Cr
+  are weighted by their distance from 128; OpenCV converts YCrCb back to RGB.
+
+Beyond the demo: a colour image among the sources of ``infrared`` or ``medical``
+(a visible photo, a SPECT/PET scan) gives a colour result: its luminance is fused with
+the other sources and its chroma is kept. Gray sources given to ``multifocus`` give a
+gray result. 16-bit sources are scaled by 1/65535 and, on the gray paths, give a
+16-bit result; float sources (values in [0, 1]) give a float result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.inference import forward
+from ifcnn_jax.model import IFCNN
+
+TASKS: tuple[str, ...] = ("multifocus", "infrared", "medical", "exposure")
+# The demo's choice of released model per task.
+DEFAULT_RULE: dict[str, str] = {"multifocus": "max", "infrared": "max", "medical": "max",
+                                "exposure": "mean"}
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+IDENTITY_MEAN = np.zeros(3, np.float32)
+IDENTITY_STD = np.ones(3, np.float32)
+CLAHE_CLIP_LIMIT = 2.0
+CLAHE_TILES = (8, 8)
+
+
+def fuse(model: IFCNN, images: Sequence[np.ndarray], task: str = "multifocus", *,
+         tile: int | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+    """Fuses two or more registered source images with a task recipe.
+
+    Args:
+      model: an inference-mode IFCNN (``ifcnn_jax.load``). The demo uses the MAX model
+        for multifocus, infrared and medical, and the MEAN model for exposure.
+      images: ``(H, W)`` gray or ``(H, W, 3)`` RGB arrays of one size; ``uint8``
+        (0-255), ``uint16`` (0-65535) or float (0-1). A fourth (alpha) channel is
+        dropped. For ``infrared``, the demo's order is visible first, infrared second.
+      task: one of ``TASKS``.
+      tile: forwarded to :func:`ifcnn_jax.inference.forward` (None: automatic tiling
+        of very large images; 0: never; an int: that tile size).
+      names: optional labels for the images (file names), used in error messages.
+
+    Returns:
+      The fused image: ``(H, W, 3)`` RGB when the result is in colour, else ``(H, W)``;
+      ``uint8`` unless all sources are ``uint16`` (then ``uint16``, gray recipes and
+      multifocus only) or float (then float32 in [0, 1]).
+    """
+    if task not in TASKS:
+        raise IFCNNError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    names = list(names) if names is not None else [f"source {i + 1}" for i in range(len(images))]
+    if len(names) != len(images):
+        raise IFCNNError(f"got {len(images)} images but {len(names)} names")
+    if len(images) < 2:
+        listed = f" ({', '.join(names)})" if names else ""
+        raise IFCNNError(f"fusion needs at least 2 sources, got {len(images)}{listed}")
+    images = [_check_image(image, name) for image, name in zip(images, names)]
+    _check_same_size(images, names)
+    recipe = {"multifocus": _multifocus, "infrared": _gray_modalities,
+              "medical": _gray_modalities, "exposure": _exposure}[task]
+    return recipe(model, images, names, task, tile)
+
+
+def _check_image(image: np.ndarray, name: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype not in (np.uint8, np.uint16) and image.dtype.kind != "f":
+        raise IFCNNError(f"{name}: unsupported sample type {image.dtype} (uint8, uint16 or float)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise IFCNNError(f"{name}: expected an (H, W) gray or (H, W, 3) RGB image, got shape "
+                         f"{image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise IFCNNError(f"{name}: empty image {image.shape}")
+    if image.dtype.kind == "f":
+        image = image.astype(np.float32)
+        if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise IFCNNError(f"{name}: float images must hold finite values in [0, 1]")
+    return image
+
+
+def _check_same_size(images: list[np.ndarray], names: list[str]) -> None:
+    first = images[0].shape[:2]
+    for image, name in zip(images[1:], names[1:]):
+        if image.shape[:2] != first:
+            raise IFCNNError(f"sources differ in size: {names[0]} is {first[1]}x{first[0]}, "
+                             f"{name} is {image.shape[1]}x{image.shape[0]} (width x height)")
+
+
+def is_colour(image: np.ndarray) -> bool:
+    """True for a three-channel image whose channels are not all equal."""
+    return image.ndim == 3 and not (np.array_equal(image[..., 0], image[..., 1])
+                                    and np.array_equal(image[..., 0], image[..., 2]))
+
+
+def _to_unit(image: np.ndarray) -> np.ndarray:
+    """To float32 in [0, 1] exactly as torchvision's ``ToTensor`` (x / 255 in float32)."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535)
+    return image.astype(np.float32)
+
+
+def _to_three_channels(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+
+
+def _output_kind(images: list[np.ndarray]) -> str:
+    kinds = {"float" if im.dtype.kind == "f" else str(im.dtype) for im in images}
+    return kinds.pop() if len(kinds) == 1 else "uint8"
+
+
+def _run_network(model: IFCNN, units: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
+                 tile: int | None) -> np.ndarray:
+    """Normalises ``[0, 1]`` HxWx3 sources, fuses them, de-normalises and clips to [0, 1]
+    (float32, the demo's ``denorm(...).clamp(0, 1)``)."""
+    stacked = np.stack([(u - mean) / std for u in units])[:, None]
+    out = np.asarray(forward(model, stacked, tile=tile))[0]
+    return np.clip(out * std + mean, 0, 1)
+
+
+def _quantise(unit: np.ndarray, kind: str) -> np.ndarray:
+    """[0, 1] float to the output type; integer types truncate, as the demo's
+    ``(x * 255).astype('uint8')``."""
+    if kind == "float":
+        return unit.astype(np.float32)
+    if kind == "uint16":
+        return (unit * np.float32(65535)).astype(np.uint16)
+    return (unit * np.float32(255)).astype(np.uint8)
+
+
+def _rgb_to_gray(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def _multifocus(model, images, names, task, tile):
+    colour = [is_colour(im) for im in images]
+    if any(colour) and not all(colour):
+        gray = [n for n, c in zip(names, colour) if not c]
+        raise IFCNNError(f"multifocus sources must be all colour or all gray; gray: {', '.join(gray)}")
+    kind = _output_kind(images)
+    fused = _run_network(model, [_to_three_channels(_to_unit(im)) for im in images],
+                         IMAGENET_MEAN, IMAGENET_STD, tile)
+    fused = _quantise(fused, kind)
+    return fused if any(colour) else _rgb_to_gray(fused)
+
+
+def _gray_modalities(model, images, names, task, tile):
+    colour = [is_colour(im) for im in images]
+    if sum(colour) > 1:
+        listed = ", ".join(n for n, c in zip(names, colour) if c)
+        raise IFCNNError(f"{task} fusion takes at most one colour source (its chroma is kept); "
+                         f"colour sources: {listed}")
+    if not any(colour):
+        kind = _output_kind(images)
+        gray = [_gray_channel(im) for im in images]
+        fused = _run_network(model, [_to_three_channels(_to_unit(g)) for g in gray],
+                             IDENTITY_MEAN, IDENTITY_STD, tile)
+        return _rgb_to_gray(_quantise(fused, kind))
+    # A colour source: fuse its luminance with the others, keep its chroma (8-bit path).
+    index = colour.index(True)
+    ycbcr = pil_rgb_to_ycbcr(_to_uint8(images[index]))
+    lumas = [ycbcr[..., 0] if i == index else _to_uint8(_gray_channel(im))
+             for i, im in enumerate(images)]
+    fused = _run_network(model, [_to_three_channels(_to_unit(y)) for y in lumas],
+                         IDENTITY_MEAN, IDENTITY_STD, tile)
+    y = _rgb_to_gray(_quantise(fused, "uint8"))
+    return cv2.cvtColor(np.dstack([y, ycbcr[..., 2], ycbcr[..., 1]]), cv2.COLOR_YCrCb2RGB)
+
+
+def _gray_channel(image: np.ndarray) -> np.ndarray:
+    # Three equal channels (gray stored as RGB) carry one channel of information.
+    return image[..., 0] if image.ndim == 3 else image
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return np.round(image / 257.0).astype(np.uint8)
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def pil_rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB to uint8 YCbCr with PIL's integer conversion, as the demo loads it."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb), "RGB").convert("YCbCr"))
+
+
+def fuse_chroma(planes: np.ndarray) -> np.ndarray:
+    """The demo's chroma rule on ``(N, H, W)`` uint8 Cb or Cr planes, as float32 on the
+    0-255 scale: ``sum_k C_k |C_k - 128| / sum_k |C_k - 128|``, and 128 where that is
+    0/0. The planes take the demo's float32 round trip ``(C / 255) * 255`` first: it is
+    not always exact, and the result is later truncated, so it matters."""
+    channels = _to_unit(planes) * np.float32(255)
+    weights = np.abs(channels - np.float32(128))
+    total = np.sum(weights, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fused = np.sum(channels * weights / total, axis=0)
+    fused[np.isnan(fused)] = 128
+    return fused
+
+
+def _exposure(model, images, names, task, tile):
+    colour = [is_colour(im) for im in images]
+    if any(colour) and not all(colour):
+        gray = [n for n, c in zip(names, colour) if not c]
+        raise IFCNNError(f"exposure sources must be all colour or all gray; gray: {', '.join(gray)}")
+    images8 = [_to_uint8(im) for im in images]  # CLAHE and PIL's YCbCr work on 8 bits
+    ycbcr = np.stack([pil_rgb_to_ycbcr(im) for im in images8]) if all(colour) else None
+    lumas = list(ycbcr[..., 0]) if ycbcr is not None else [_gray_channel(im) for im in images8]
+    fused = _run_network(model, [_to_three_channels(_to_unit(y)) for y in lumas],
+                         IDENTITY_MEAN, IDENTITY_STD, tile)
+    return finish_exposure(_quantise(fused, "uint8"), ycbcr)
+
+
+def finish_exposure(fused_rgb: np.ndarray, ycbcr: np.ndarray | None) -> np.ndarray:
+    """The demo's post-processing of the network output for multi-exposure fusion.
+
+    Args:
+      fused_rgb: the network's output as ``(H, W, 3)`` uint8 (after de-normalising,
+        clipping and truncating).
+      ycbcr: the sources in PIL's YCbCr, ``(N, H, W, 3)`` uint8, or None for gray
+        sources.
+
+    Returns:
+      ``(H, W, 3)`` uint8 RGB, or ``(H, W)`` uint8 for gray sources. The luminance is
+      rescaled to [16, 235] and enhanced with CLAHE over the whole image.
+    """
+    y = _rgb_to_gray(fused_rgb) / 255
+    y = (y * 235 + (1 - y) * 16).astype(np.uint8)
+    y = cv2.createCLAHE(clipLimit=CLAHE_CLIP_LIMIT, tileGridSize=CLAHE_TILES).apply(y)
+    if ycbcr is None:
+        return y
+    cb = fuse_chroma(ycbcr[..., 1]).astype(np.uint8)
+    cr = fuse_chroma(ycbcr[..., 2]).astype(np.uint8)
+    return cv2.cvtColor(np.dstack([y, cr, cb]), cv2.COLOR_YCrCb2RGB)
