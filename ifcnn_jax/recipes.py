@@ -29,13 +29,14 @@ from PIL import Image
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.inference import forward
 from ifcnn_jax.model import IFCNN
+from ifcnn_jax.resnet import IMAGENET_MEAN as _IMAGENET_MEAN, IMAGENET_STD as _IMAGENET_STD
 
 TASKS: tuple[str, ...] = ("multifocus", "infrared", "medical", "exposure")
 # The demo's choice of released model per task.
 DEFAULT_RULE: dict[str, str] = {"multifocus": "max", "infrared": "max", "medical": "max",
                                 "exposure": "mean"}
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+IMAGENET_MEAN = np.array(_IMAGENET_MEAN, np.float32)
+IMAGENET_STD = np.array(_IMAGENET_STD, np.float32)
 IDENTITY_MEAN = np.zeros(3, np.float32)
 IDENTITY_STD = np.ones(3, np.float32)
 CLAHE_CLIP_LIMIT = 2.0
