@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.released import (IGNORED_SUFFIXES, check_state_dict, conv_kernel_to_hwio,
+                                strip_state_dict)
 
-# BatchNorm counters carry no weights; torchvision files have them, the IFCNN release not.
-IGNORED_SUFFIXES = ("num_batches_tracked",)
+__all__ = ["check_state_dict", "conv_kernel_to_hwio", "load_torch_state_dict", "refuse_existing",
+           "require_torch", "set_in_tree", "sha256_of", "IGNORED_SUFFIXES", "strip_state_dict"]
 
 
 def require_torch():
@@ -65,44 +67,8 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise IFCNNError(f"{path}: not a state dict (entry {key!r} is a {type(value).__name__}, "
                              "not a tensor)")
-        if key.endswith(IGNORED_SUFFIXES):
-            continue
-        name = key[len("module."):] if key.startswith("module.") else key
-        state[name] = value.detach().to(torch.float32).cpu().numpy()
-    return state
-
-
-def check_state_dict(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],
-                     source: str | os.PathLike, model_name: str) -> None:
-    """Raises ``IFCNNError`` unless ``state`` has exactly the expected keys and shapes.
-
-    Keys are checked in the order of ``expected``, so the first mismatch named is the
-    first one in the network.
-    """
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_short_list(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_short_list(unexpected)}")
-        raise IFCNNError(f"{source}: not a state dict of {model_name}: " + "; ".join(parts))
-    for key, shape in expected.items():
-        got = tuple(state[key].shape)
-        if got != tuple(shape):
-            raise IFCNNError(f"{source}: {key} has shape {got} in the file, expected {tuple(shape)} "
-                             f"for {model_name}")
-
-
-def _short_list(keys: list[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
-def conv_kernel_to_hwio(weight: np.ndarray) -> np.ndarray:
-    """PyTorch OIHW convolution weights to Flax HWIO."""
-    return np.ascontiguousarray(np.transpose(weight, (2, 3, 1, 0)))
+        state[key] = value.detach().to(torch.float32).cpu().numpy()
+    return strip_state_dict(state)
 
 
 def set_in_tree(tree: dict[str, Any], path: tuple[str, ...], value: np.ndarray) -> None:

@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import numpy as np
 
 from convert import common
 from ifcnn_jax.errors import IFCNNError
-
-# torch key -> (path in the Flax parameter tree, is a conv kernel needing OIHW -> HWIO)
-KEY_MAP: dict[str, tuple[tuple[str, ...], bool]] = {"conv1.weight": (("conv1", "kernel"), True)}
-for _block in ("conv2", "conv3"):
-    KEY_MAP[f"{_block}.conv.weight"] = ((_block, "conv", "kernel"), True)
-    KEY_MAP[f"{_block}.bn.weight"] = ((_block, "bn", "scale"), False)
-    KEY_MAP[f"{_block}.bn.bias"] = ((_block, "bn", "bias"), False)
-    KEY_MAP[f"{_block}.bn.running_mean"] = ((_block, "bn", "mean"), False)
-    KEY_MAP[f"{_block}.bn.running_var"] = ((_block, "bn", "var"), False)
-KEY_MAP["conv4.weight"] = (("conv4", "kernel"), True)
-KEY_MAP["conv4.bias"] = (("conv4", "bias"), False)
-
-EXPECTED_SHAPES: dict[str, tuple[int, ...]] = {
-    "conv1.weight": (64, 3, 7, 7),
-    **{f"{b}.{k}": s for b in ("conv2", "conv3") for k, s in (
-        ("conv.weight", (64, 64, 3, 3)), ("bn.weight", (64,)), ("bn.bias", (64,)),
-        ("bn.running_mean", (64,)), ("bn.running_var", (64,)))},
-    "conv4.weight": (3, 64, 1, 1),
-    "conv4.bias": (3,),
-}
+from ifcnn_jax.released import (EXPECTED_SHAPES, check_state_dict, rule_from_filename,
+                                state_dict_to_params)
 
 VERIFY_TOLERANCE = 1e-4
 
@@ -42,20 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify", action="store_true",
                         help="compare against PyTorch on random input before writing")
     parser.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
-
-
-def rule_from_filename(path: str) -> str | None:
-    match = re.search(r"(max|sum|mean)", Path(path).stem, flags=re.IGNORECASE)
-    return match.group(1).lower() if match else None
-
-
-def state_dict_to_params(state: dict[str, np.ndarray]) -> dict:
-    """Maps a checked IFCNN state dict to the Flax parameter tree of ``IFCNN``."""
-    params: dict = {}
-    for key, (path, is_kernel) in KEY_MAP.items():
-        value = state[key]
-        common.set_in_tree(params, path, common.conv_kernel_to_hwio(value) if is_kernel else value)
-    return params
 
 
 def torch_forward(state: dict[str, np.ndarray], sources: np.ndarray, rule: str) -> np.ndarray:
@@ -102,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     common.refuse_existing(args.out_dir, args.force)
     state = common.load_torch_state_dict(args.src)
-    common.check_state_dict(state, EXPECTED_SHAPES, args.src, "IFCNN")
+    check_state_dict(state, EXPECTED_SHAPES, args.src, "IFCNN")
     rule = args.fuse_rule or rule_from_filename(args.src)
     if rule is None:
         raise IFCNNError(f"{args.src}: cannot tell the fusion rule from the file name; "

@@ -3,9 +3,10 @@
     ifcnn-fuse --task multifocus --model checkpoints/ifcnn-max a.jpg b.jpg -o fused.png
     ifcnn-fuse --task exposure --model checkpoints --batch sequences/ -o fused/
 
-``--model`` is a checkpoint directory, or a folder of them named ``ifcnn-max``,
-``ifcnn-sum``, ``ifcnn-mean`` from which the demo's model for the task is taken (MAX
-for multifocus, infrared and medical; MEAN for exposure).
+``--model`` is a checkpoint directory, one of the authors' released ``.pth`` files
+(read without PyTorch), or a folder of either (``ifcnn-max/``, ``ifcnn-mean/``... or
+``IFCNN-MAX.pth``, ``IFCNN-MEAN.pth``...) from which the demo's model for the task is
+taken: MAX for multifocus, infrared and medical; MEAN for exposure.
 
 Batch mode fuses every group in a folder: each sub-folder with two or more images is
 a group (an exposure sequence, say), and files directly in the folder are grouped by
@@ -44,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sources", nargs="*", metavar="SRC", help="two or more source images")
     parser.add_argument("--task", required=True, choices=TASKS, help="fusion recipe")
-    parser.add_argument("--model", required=True, metavar="CKPT_DIR",
-                        help="checkpoint directory, or a folder holding ifcnn-max/ifcnn-mean/...")
+    parser.add_argument("--model", required=True, metavar="MODEL",
+                        help="checkpoint directory, released .pth file, or a folder of them "
+                             "(the task's default model is picked: MAX, or MEAN for exposure)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="output image (single mode) or output folder (--batch)")
     parser.add_argument("--batch", metavar="DIR", help="fuse every group of images in DIR")
@@ -59,18 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_model_dir(model: str, task: str) -> Path:
-    """The checkpoint directory to use: ``model`` itself, or ``model/ifcnn-<rule>`` with the
-    demo's rule for ``task``."""
+    """The model to use: ``model`` itself (a checkpoint directory or a released ``.pth``),
+    or, inside a folder, ``ifcnn-<rule>/`` or ``IFCNN-<RULE>.pth`` with the demo's rule
+    for ``task``."""
     path = Path(model)
     if (path / "metadata").exists() or (path / "params").exists():
         return path
-    candidate = path / f"ifcnn-{DEFAULT_RULE[task]}"
-    if candidate.is_dir():
-        return candidate
+    if path.is_file():
+        if path.suffix.lower() in (".pth", ".pt"):
+            return path
+        raise IFCNNError(f"{path}: not a checkpoint directory or a .pth file")
+    rule = DEFAULT_RULE[task]
+    for candidate in (path / f"ifcnn-{rule}", path / f"IFCNN-{rule.upper()}.pth"):
+        if candidate.exists():
+            return candidate
     if not path.exists():
         raise IFCNNError(f"{path}: no such checkpoint directory")
-    raise IFCNNError(f"{path} is neither a checkpoint nor a folder with {candidate.name}/ "
-                     "(convert the released weights with convert/from_torch.py)")
+    raise IFCNNError(f"{path} is neither a checkpoint nor a folder with ifcnn-{rule}/ or "
+                     f"IFCNN-{rule.upper()}.pth")
 
 
 def group_folder(folder: Path) -> dict[str, list[Path]]:

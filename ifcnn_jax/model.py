@@ -7,6 +7,7 @@ call signature; every source runs through the same conv1/conv2 weights.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import jax
@@ -163,22 +164,34 @@ def new_ifcnn(fuse_rule: FuseRule = "max", *, conv1_from: str | None = None,
     return model
 
 
-def load(path: str) -> IFCNN:
-    """Loads an IFCNN checkpoint directory (converted or trained) in inference mode.
+def load(path: str, fuse_rule: FuseRule | None = None) -> IFCNN:
+    """Loads an IFCNN model in inference mode.
 
-    The fusion rule comes from the checkpoint's metadata. Raises ``IFCNNError`` for a
-    missing directory, a checkpoint of another kind, or parameters of the wrong shape.
+    ``path`` is a checkpoint directory (converted or trained; the fusion rule comes from
+    its metadata) or one of the authors' released ``.pth`` files, read without PyTorch
+    (the rule comes from the file name, IFCNN-MAX/SUM/MEAN, or from ``fuse_rule``).
+    Raises ``IFCNNError`` for a missing path, a checkpoint of another kind, or
+    parameters of the wrong names or shapes.
     """
     from ifcnn_jax.checkpoints import load_params
     from ifcnn_jax.errors import IFCNNError
 
-    params, metadata = load_params(path)
-    kind = metadata.get("kind")
-    if kind != "ifcnn":
-        raise IFCNNError(f"{path}: checkpoint kind is {kind!r}, not an IFCNN model")
-    rule = metadata.get("fuse_rule")
+    if str(path).lower().endswith((".pth", ".pt")) and not os.path.isdir(path):
+        from ifcnn_jax.released import params_from_release_file, rule_from_filename
+
+        params = params_from_release_file(path)
+        rule = fuse_rule or rule_from_filename(path)
+        if rule is None:
+            raise IFCNNError(f"{path}: cannot tell the fusion rule from the file name; "
+                             "pass fuse_rule='max'|'sum'|'mean'")
+    else:
+        params, metadata = load_params(path)
+        kind = metadata.get("kind")
+        if kind != "ifcnn":
+            raise IFCNNError(f"{path}: checkpoint kind is {kind!r}, not an IFCNN model")
+        rule = fuse_rule or metadata.get("fuse_rule")
     if rule not in FUSE_RULES:
-        raise IFCNNError(f"{path}: metadata fuse_rule {rule!r} is not one of {FUSE_RULES}")
+        raise IFCNNError(f"{path}: fuse rule {rule!r} is not one of {FUSE_RULES}")
     try:
         return model_from_params(params, rule)
     except ValueError as exc:

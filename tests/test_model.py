@@ -9,7 +9,7 @@ import pytest
 import torch
 from flax import nnx
 
-from convert.ifcnn import state_dict_to_params
+from ifcnn_jax.released import state_dict_to_params
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.model import IFCNN, load, model_from_params, new_ifcnn
 from tests.torch_reference import ReferenceIFCNN, load_reference, run_reference
