@@ -64,14 +64,15 @@ def save_params(path: str | os.PathLike, params: dict[str, Any], metadata: dict[
                 force: bool = False) -> Path:
     """Writes a parameter tree (nested dicts of arrays) and JSON metadata to ``path``.
 
-    ``metadata`` must be JSON-serialisable; ``format_version`` is added.
+    ``metadata`` must be JSON-serialisable; ``format_version`` is added. Only the
+    calling process writes, so in a multi-process run call it on one process.
     """
     ocp = _orbax()
     params = _to_numpy(params)
     metadata = dict(metadata, format_version=FORMAT_VERSION)
     path = Path(path).absolute()
     with atomic_directory(path, force=force) as tmp:
-        with ocp.Checkpointer(_handler()) as checkpointer:
+        with _checkpointer() as checkpointer:
             checkpointer.save(tmp, ocp.args.Composite(**{
                 PARAMS_ITEM: ocp.args.StandardSave(params),
                 METADATA_ITEM: ocp.args.JsonSave(metadata),
@@ -90,7 +91,7 @@ def load_params(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
         raise IFCNNError(f"{path} is not an ifcnn-jax checkpoint (expected '{PARAMS_ITEM}' and "
                          f"'{METADATA_ITEM}' inside; convert .pth files with convert/from_torch.py)")
     try:
-        with ocp.Checkpointer(_handler()) as checkpointer:
+        with _checkpointer() as checkpointer:
             restored = checkpointer.restore(path, ocp.args.Composite(**{
                 PARAMS_ITEM: ocp.args.StandardRestore(),
                 METADATA_ITEM: ocp.args.JsonRestore(),
@@ -101,12 +102,21 @@ def load_params(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     return _to_numpy(restored[PARAMS_ITEM]), dict(restored[METADATA_ITEM])
 
 
-def _handler():
+def _checkpointer():
+    # These directories are written and read by the calling process alone (an export at
+    # the end of training happens on process 0 only). Orbax's default would wait at a
+    # barrier for every process of a multi-process run, forever.
+    import jax
+
     ocp = _orbax()
-    return ocp.CompositeCheckpointHandler(**{
-        PARAMS_ITEM: ocp.StandardCheckpointHandler(),
-        METADATA_ITEM: ocp.JsonCheckpointHandler(),
-    })
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},
+                                               barrier_sync_key_prefix=f"ifcnn-params-{me}")
+    handler = ocp.CompositeCheckpointHandler(
+        composite_options=ocp.CompositeOptions(multiprocessing_options=alone),
+        **{PARAMS_ITEM: ocp.StandardCheckpointHandler(multiprocessing_options=alone),
+           METADATA_ITEM: ocp.JsonCheckpointHandler(multiprocessing_options=alone)})
+    return ocp.Checkpointer(handler, multiprocessing_options=alone)
 
 
 def _to_numpy(tree: Any) -> Any:

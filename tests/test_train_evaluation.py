@@ -1,0 +1,47 @@
+"""Validation scores and image grids of the training loop."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from train import evaluation
+
+
+def luma(rgb):
+    return np.asarray(rgb, np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def test_reference_scores_match_scikit_image():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 256, (3, 24, 24, 3), dtype=np.uint8)
+    sources = np.clip(target[:, None].astype(np.int32) + rng.integers(-40, 41, (3, 2, 24, 24, 3)), 0, 255).astype(np.uint8)
+    fused = np.clip(target + rng.normal(0, 5, target.shape), 0, 255).astype(np.float32)
+    scores = evaluation.reference_scores(fused, sources, target)
+    fused_8 = np.round(fused)
+    average_8 = np.round(sources.astype(np.float64).mean(axis=1))
+    for image, suffix in ((fused_8, ""), (average_8, "_average_baseline")):
+        psnr = np.mean([peak_signal_noise_ratio(luma(t), luma(f), data_range=255) for t, f in zip(target, image)])
+        ssim = np.mean([structural_similarity(luma(t), luma(f), data_range=255, gaussian_weights=True, sigma=1.5,
+                                              use_sample_covariance=False) for t, f in zip(target, image)])
+        assert abs(scores["psnr" + suffix] - psnr) < 1e-3
+        assert abs(scores["ssim" + suffix] - ssim) < 1e-4
+
+
+def test_grid_layout(tmp_path):
+    cells = [[np.full((8, 10, 3), 10 * (3 * r + c), np.uint8) for c in range(3)] for r in range(2)]
+    grid = evaluation.image_grid(cells, min_height=16, gap=2)
+    assert grid.shape == (2 * (16 + 2) + 2, 3 * (20 + 2) + 2, 3)
+    assert (grid[:2] == 255).all() and (grid[:, :2] == 255).all()
+    for r in range(2):
+        for c in range(3):
+            y, x = 2 + r * 18, 2 + c * 22
+            assert (grid[y:y + 16, x:x + 20] == 10 * (3 * r + c)).all()
+    sources = np.zeros((2, 2, 8, 8, 3), np.uint8)
+    sources[:, 1] = 200
+    path = evaluation.write_grid(tmp_path / "g" / "grid.png", sources, np.full((2, 8, 8, 3), 50.0),
+                                 np.full((2, 8, 8, 3), 60, np.uint8))
+    written = cv2.imread(str(path))
+    assert written.shape[1] == 5 * (128 + 4) + 4  # A, B, average, fused, ground truth
+    assert written[4 + 64, 4 + 2 * 132 + 64, 0] == 100  # the average of 0 and 200
