@@ -1,0 +1,202 @@
+"""The benchmark cases: each builds a JAX callable and, where it can, the equivalent
+PyTorch callable, ready to be timed by ``bench/run.py``.
+
+Both sides compute the same thing from the same inputs: the PyTorch side is the
+reference IFCNN of ``tests/torch_reference.py`` (the authors' semantics), in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RELEASE_DIR = REPO_ROOT.parent / "shared" / "ifcnn-release"
+
+
+@dataclasses.dataclass
+class Case:
+    """One benchmark: ``run_jax`` / ``run_torch`` do one repetition and wait for it."""
+
+    name: str
+    description: str
+    run_jax: Callable[[], object]
+    run_torch: Callable[[], object] | None
+    # What one repetition processes, for throughput: fused megapixels or training images.
+    megapixels: float = 0.0
+    images: int = 0
+    max_abs_diff: float | None = None  # JAX vs PyTorch output, where comparable
+
+
+@dataclasses.dataclass
+class Models:
+    """The MAX model on both sides, with the same weights."""
+
+    jax_model: object
+    torch_model: object
+    weights: str  # where the weights came from
+
+
+def release_dir() -> Path | None:
+    env = os.environ.get("IFCNN_RELEASE_DIR")
+    path = Path(env) if env else DEFAULT_RELEASE_DIR
+    return path if (path / "snapshots" / "IFCNN-MAX.pth").is_file() else None
+
+
+def load_models(torch_device: str) -> Models:
+    """The released MAX model (random weights of the same shapes if the release files
+    are missing: timing does not depend on the values)."""
+    import torch
+
+    from ifcnn_jax.model import model_from_params
+    from tests.torch_reference import ReferenceIFCNN
+
+    reference = ReferenceIFCNN("max")
+    found = release_dir()
+    if found is not None:
+        pth = found / "snapshots" / "IFCNN-MAX.pth"
+        reference.load_state_dict(torch.load(pth, map_location="cpu", weights_only=True))
+        weights = "released IFCNN-MAX.pth"
+    else:
+        weights = "random (release files not found)"
+    jax_model = model_from_params(_params_from_torch(reference), "max")
+    return Models(jax_model, reference.eval().to(torch_device), weights)
+
+
+def _params_from_torch(reference) -> dict:
+    """Our parameter tree from the reference module (conv weights OIHW -> HWIO)."""
+    w = {k: v.detach().cpu().numpy() for k, v in reference.state_dict().items()}
+    hwio = lambda a: np.transpose(a, (2, 3, 1, 0))  # noqa: E731
+    block = lambda name: {"conv": {"kernel": hwio(w[f"{name}.conv.weight"])},  # noqa: E731
+                          "bn": {"scale": w[f"{name}.bn.weight"], "bias": w[f"{name}.bn.bias"],
+                                 "mean": w[f"{name}.bn.running_mean"],
+                                 "var": w[f"{name}.bn.running_var"]}}
+    return {"conv1": {"kernel": hwio(w["conv1.weight"])}, "conv2": block("conv2"),
+            "conv3": block("conv3"),
+            "conv4": {"kernel": hwio(w["conv4.weight"]), "bias": w["conv4.bias"]}}
+
+
+def _torch_sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def fusion_case(name: str, description: str, models: Models, num_sources: int, batch: int,
+                size: int, jax_device: jax.Device, torch_device: str, seed: int = 0) -> Case:
+    """Model time of one fusion call: inputs already on the device, output waited for."""
+    import torch
+
+    from ifcnn_jax.inference import forward
+
+    rng = np.random.default_rng(seed)
+    sources = rng.normal(size=(num_sources, batch, size, size, 3)).astype(np.float32)
+    sources_jax = jax.device_put(sources, jax_device)
+    tensors = [torch.from_numpy(np.ascontiguousarray(s)).permute(0, 3, 1, 2).contiguous()
+               .to(torch_device) for s in sources]
+    model_jax, model_torch = models.jax_model, models.torch_model
+
+    def run_jax():
+        return forward(model_jax, sources_jax).block_until_ready()
+
+    def run_torch():
+        with torch.no_grad():
+            out = model_torch(*tensors)
+        _torch_sync(torch_device)
+        return out
+
+    ours = np.asarray(run_jax())
+    theirs = run_torch().permute(0, 2, 3, 1).cpu().numpy()
+    return Case(name, description, run_jax, run_torch, megapixels=batch * size * size / 1e6,
+                max_abs_diff=float(np.max(np.abs(ours - theirs))))
+
+
+def train_step_case(jax_device: jax.Device, torch_device: str, batch: int = 8, size: int = 128,
+                    seed: int = 0) -> Case:
+    """One optimisation step of IFCNN, pixel MSE + perceptual MSE on ResNet-101 layer1
+    features, Adam (lr 1e-4), two sources, on both sides. The ResNets are randomly
+    initialised (nothing is downloaded; the cost does not depend on the values)."""
+    import optax
+    import torch
+    import torchvision
+    from flax import nnx
+
+    from ifcnn_jax.losses import perceptual_loss, pixel_loss
+    from ifcnn_jax.model import new_ifcnn
+    from ifcnn_jax.resnet import ResNet101
+    from tests.torch_reference import ReferenceIFCNN
+
+    rng = np.random.default_rng(seed)
+    sources = rng.normal(size=(2, batch, size, size, 3)).astype(np.float32)
+    target = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+
+    with jax.default_device(jax_device):
+        model = new_ifcnn("max", seed=seed)
+        graphdef, param_state, stat_state = nnx.split(model, nnx.Param, nnx.BatchStat)
+        params, batch_stats = nnx.to_pure_dict(param_state), nnx.to_pure_dict(stat_state)
+        resnet_graphdef, resnet_state = nnx.split(ResNet101(rngs=nnx.Rngs(seed)))
+        optimizer = optax.adam(1e-4)
+        opt_state = optimizer.init(params)
+        sources_jax = jax.device_put(sources, jax_device)
+        target_jax = jax.device_put(target, jax_device)
+
+    def loss_fn(params, batch_stats, resnet_state, sources, target):
+        # Fresh states from pure dicts inside the trace: BatchNorm (training mode)
+        # writes its running statistics into them.
+        p, s = jax.tree.map(lambda x: x, param_state), jax.tree.map(lambda x: x, stat_state)
+        nnx.replace_by_pure_dict(p, params)
+        nnx.replace_by_pure_dict(s, batch_stats)
+        net = nnx.merge(graphdef, p, s)
+        fused = net(sources)
+        resnet = nnx.merge(resnet_graphdef, resnet_state)
+        loss = pixel_loss(fused, target) + perceptual_loss(fused, target, resnet, taps=("layer1",))
+        return loss, nnx.to_pure_dict(nnx.state(net, nnx.BatchStat))
+
+    @jax.jit
+    def step(params, batch_stats, opt_state, resnet_state, sources, target):
+        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, batch_stats, resnet_state, sources, target)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_stats, opt_state, loss
+
+    state = {"params": params, "batch_stats": batch_stats, "opt_state": opt_state}
+
+    def run_jax():
+        p, s, o, loss = step(state["params"], state["batch_stats"], state["opt_state"],
+                             resnet_state, sources_jax, target_jax)
+        state.update(params=p, batch_stats=s, opt_state=o)
+        return loss.block_until_ready()
+
+    torch.manual_seed(seed)
+    net_torch = ReferenceIFCNN("max").train().to(torch_device)
+    resnet = torchvision.models.resnet101(weights=None).eval().to(torch_device)
+    layer1 = torch.nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+                                 resnet.layer1)
+    for p in layer1.parameters():
+        p.requires_grad_(False)
+    adam = torch.optim.Adam(net_torch.parameters(), lr=1e-4)
+    to_nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    sources_torch = [to_nchw(s).to(torch_device) for s in sources]
+    target_torch = to_nchw(target).to(torch_device)
+
+    def run_torch():
+        adam.zero_grad(set_to_none=True)
+        fused = net_torch(*sources_torch)
+        with torch.no_grad():
+            target_features = layer1(target_torch)
+        loss = (torch.nn.functional.mse_loss(fused, target_torch)
+                + torch.nn.functional.mse_loss(layer1(fused), target_features))
+        loss.backward()
+        adam.step()
+        _torch_sync(torch_device)
+        return loss
+
+    return Case("train_step", f"one training step, batch {batch}, {size}x{size} crops, 2 sources, "
+                "pixel + perceptual (ResNet-101 layer1) loss, Adam", run_jax, run_torch,
+                images=batch)

@@ -1,0 +1,237 @@
+"""IFCNN in JAX against the PyTorch reference, side by side on the same machine.
+
+    python bench/run.py [--device cpu|gpu] [--json FILE] [--quick] [--cases a,b]
+
+Cases (see the README's performance table and bench/NOTES.md):
+  fuse_pair   one 520x520 RGB pair, MAX model, float32, batch 1 (model time only)
+  fuse_batch  8 pairs of 256x256
+  train_step  one training step, batch 8, 128x128 crops, pixel + perceptual loss
+  large_pair  a synthetic 8192x8192 gray pair: wall time and peak resident memory,
+              in a fresh process (PyTorch cannot hold this image; no ratio)
+
+JAX and PyTorch repetitions are interleaved (J, T, J, T, ...) after warm-up and
+compilation, so that load from other processes hits both alike; the report gives
+medians and the ratio JAX / PyTorch (below 1: JAX is faster). The load average is
+recorded before and after: compare ratios, not absolute times, from a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+CASES = ("fuse_pair", "fuse_batch", "train_step", "large_pair")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1e6, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine_info() -> dict:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": _cpu_model(), "cores": cores, "memory_gb": _memory_gb(),
+            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+def versions() -> dict:
+    import flax
+    import jax
+    import jaxlib
+    import numpy
+    import optax
+    import torch
+
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "torch": torch.__version__, "numpy": numpy.__version__}
+
+
+def interleaved(run_jax, run_torch, reps: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall times of ``reps`` alternating repetitions, after ``warmup`` of each."""
+    for _ in range(warmup):
+        run_jax()
+        if run_torch is not None:
+            run_torch()
+    jax_times, torch_times = [], []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run_jax()
+        jax_times.append(time.perf_counter() - start)
+        if run_torch is not None:
+            start = time.perf_counter()
+            run_torch()
+            torch_times.append(time.perf_counter() - start)
+    return jax_times, torch_times
+
+
+def timed_case(case, reps: int, warmup: int) -> dict:
+    jax_times, torch_times = interleaved(case.run_jax, case.run_torch, reps, warmup)
+    jax_s = statistics.median(jax_times)
+    torch_s = statistics.median(torch_times) if torch_times else None
+    result = {"description": case.description, "jax_s": jax_s, "torch_s": torch_s,
+              "ratio": jax_s / torch_s if torch_s else None,
+              "jax_times": jax_times, "torch_times": torch_times}
+    if case.megapixels:
+        result["megapixels_per_s"] = {"jax": case.megapixels / jax_s,
+                                      "torch": case.megapixels / torch_s if torch_s else None}
+    if case.images:
+        result["images_per_s"] = {"jax": case.images / jax_s,
+                                  "torch": case.images / torch_s if torch_s else None}
+    if case.max_abs_diff is not None:
+        result["max_abs_diff_vs_torch"] = case.max_abs_diff
+    return result
+
+
+def large_pair(size: int, device: str, paths: list[str]) -> dict:
+    """Runs bench/large_pair.py once per path, each in a fresh process."""
+    runs = {}
+    for path in paths:
+        command = [sys.executable, str(REPO_ROOT / "bench" / "large_pair.py"), "--size", str(size),
+                   "--path", path, "--device", device]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            runs[path] = {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
+            continue
+        runs[path] = json.loads(done.stdout.strip().splitlines()[-1])
+    main = runs.get("recipe") or runs.get("forward") or {}
+    jax_s = main.get("wall_s")
+    result = {"description": f"synthetic {size}x{size} gray pair, wall time and peak RSS "
+                             f"(fresh process, tiling automatic); PyTorch not run",
+              "jax_s": jax_s, "torch_s": None, "ratio": None,
+              "peak_rss_gb": main.get("peak_rss_gb"), "runs": runs}
+    if jax_s:
+        result["megapixels_per_s"] = {"jax": size * size / 1e6 / jax_s, "torch": None}
+    return result
+
+
+def markdown_table(report: dict) -> str:
+    lines = ["| case | JAX (s) | PyTorch (s) | JAX / PyTorch | throughput (JAX) |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, r in report["cases"].items():
+        if "jax_s" not in r or r["jax_s"] is None:
+            lines.append(f"| `{name}` | failed | | | |")
+            continue
+        torch_s = f"{r['torch_s']:.3f}" if r.get("torch_s") else "-"
+        ratio = f"{r['ratio']:.2f}" if r.get("ratio") else "-"
+        if "images_per_s" in r:
+            throughput = f"{r['images_per_s']['jax']:.1f} images/s"
+        elif "megapixels_per_s" in r:
+            throughput = f"{r['megapixels_per_s']['jax']:.2f} MP/s"
+        else:
+            throughput = ""
+        if r.get("peak_rss_gb") is not None:
+            throughput += f", peak RSS {r['peak_rss_gb']:.2f} GB"
+        lines.append(f"| `{name}` | {r['jax_s']:.3f} | {torch_s} | {ratio} | {throughput} |")
+    m = report["machine"]
+    lines.append("")
+    lines.append(f"{report['date'][:10]}, {report['device']}: {m['cpu']}, {m['cores']} cores; "
+                 f"jax {report['versions']['jax']}, torch {report['versions']['torch']} "
+                 f"({report['settings']['torch_threads']} threads); load average "
+                 f"{report['conditions']['loadavg_start'][0]:.1f} -> "
+                 f"{report['conditions']['loadavg_end'][0]:.1f}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--json", metavar="FILE", help="write the full report here")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (3 instead of 10)")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--reps", type=int, help="timed repetitions per side (default 10, quick 3)")
+    parser.add_argument("--torch-threads", type=int,
+                        help="PyTorch intra-op threads (default: the cores available)")
+    parser.add_argument("--large-size", type=int, default=8192, help="side of the large pair")
+    parser.add_argument("--large-paths", default="recipe,forward",
+                        help="large_pair: 'recipe' (ifcnn_jax.fuse), 'forward' (network only)")
+    args = parser.parse_args(argv)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {CASES}")
+    reps = args.reps or (3 if args.quick else 10)
+    warmup = 1 if args.quick else 2
+
+    import jax
+    import torch
+
+    machine = machine_info()
+    torch_threads = args.torch_threads or machine["cores"]
+    torch.set_num_threads(torch_threads)
+    try:
+        jax_device = jax.devices(args.device)[0]
+    except RuntimeError as exc:
+        parser.error(f"no {args.device} device visible to JAX ({exc})")
+    jax.config.update("jax_default_device", jax_device)
+    torch_device = "cuda" if args.device == "gpu" and torch.cuda.is_available() else "cpu"
+
+    from bench import cases as bench_cases
+
+    report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "device": f"{args.device} ({jax_device.device_kind})", "machine": machine,
+              "versions": versions(),
+              "settings": {"reps": reps, "warmup": warmup, "torch_threads": torch_threads,
+                           "torch_device": torch_device},
+              "conditions": {"loadavg_start": list(os.getloadavg())}, "cases": {}}
+    models = None
+    for name in cases:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        if name in ("fuse_pair", "fuse_batch") and models is None:
+            models = bench_cases.load_models(torch_device)
+            report["settings"]["weights"] = models.weights
+        if name == "fuse_pair":
+            case = bench_cases.fusion_case(name, "one 520x520 RGB pair, MAX, float32, batch 1",
+                                           models, 2, 1, 520, jax_device, torch_device)
+        elif name == "fuse_batch":
+            case = bench_cases.fusion_case(name, "8 pairs of 256x256 RGB, MAX, float32",
+                                           models, 2, 8, 256, jax_device, torch_device)
+        elif name == "train_step":
+            case = bench_cases.train_step_case(jax_device, torch_device)
+        else:
+            report["cases"][name] = large_pair(args.large_size, args.device,
+                                               args.large_paths.split(","))
+            continue
+        report["cases"][name] = timed_case(case, reps, warmup)
+        r = report["cases"][name]
+        print(f"[bench] {name}: jax {r['jax_s']:.3f} s, torch {r['torch_s']:.3f} s, "
+              f"ratio {r['ratio']:.2f}", file=sys.stderr, flush=True)
+    report["conditions"]["loadavg_end"] = list(os.getloadavg())
+
+    table = markdown_table(report)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
