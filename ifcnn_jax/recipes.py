@@ -121,32 +121,46 @@ def _to_unit(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _to_three_channels(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
-
-
 def _output_kind(images: list[np.ndarray]) -> str:
     kinds = {"float" if im.dtype.kind == "f" else str(im.dtype) for im in images}
     return kinds.pop() if len(kinds) == 1 else "uint8"
 
 
-def _run_network(model: IFCNN, units: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
+def _run_network(model: IFCNN, images: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
                  tile: int | None) -> np.ndarray:
-    """Normalises ``[0, 1]`` HxWx3 sources, fuses them, de-normalises and clips to [0, 1]
-    (float32, the demo's ``denorm(...).clamp(0, 1)``)."""
-    stacked = np.stack([(u - mean) / std for u in units])[:, None]
-    out = np.asarray(forward(model, stacked, tile=tile))[0]
-    return np.clip(out * std + mean, 0, 1)
+    """Scales sources to [0, 1] (gray ones copied to three channels), normalises them,
+    fuses, de-normalises and clips to [0, 1]: the demo's ``denorm(...).clamp(0, 1)``,
+    float32 ``(H, W, 3)``.
+
+    The input is built in one preallocated array and every step after it works in
+    place, so a very large image costs the stacked input plus the output, not several
+    float copies of each (the arithmetic is the same elementwise float32 operations).
+    """
+    height, width = images[0].shape[:2]
+    stacked = np.empty((len(images), 1, height, width, 3), np.float32)
+    for i, image in enumerate(images):
+        unit = _to_unit(image)
+        stacked[i, 0] = unit if unit.ndim == 3 else unit[:, :, None]
+    stacked -= mean
+    stacked /= std
+    fused = forward(model, stacked, tile=tile)
+    del stacked
+    out = np.asarray(fused)[0] * std  # a view of the device buffer on CPU, then one copy
+    del fused
+    out += mean
+    return np.clip(out, 0, 1, out=out)
 
 
 def _quantise(unit: np.ndarray, kind: str) -> np.ndarray:
     """[0, 1] float to the output type; integer types truncate, as the demo's
-    ``(x * 255).astype('uint8')``."""
+    ``(x * 255).astype('uint8')``. Scales ``unit`` in place."""
     if kind == "float":
         return unit.astype(np.float32)
     if kind == "uint16":
-        return (unit * np.float32(65535)).astype(np.uint16)
-    return (unit * np.float32(255)).astype(np.uint8)
+        unit *= np.float32(65535)
+        return unit.astype(np.uint16)
+    unit *= np.float32(255)
+    return unit.astype(np.uint8)
 
 
 def _rgb_to_gray(image: np.ndarray) -> np.ndarray:
@@ -159,8 +173,7 @@ def _multifocus(model, images, names, task, tile):
         gray = [n for n, c in zip(names, colour) if not c]
         raise IFCNNError(f"multifocus sources must be all colour or all gray; gray: {', '.join(gray)}")
     kind = _output_kind(images)
-    fused = _run_network(model, [_to_three_channels(_to_unit(im)) for im in images],
-                         IMAGENET_MEAN, IMAGENET_STD, tile)
+    fused = _run_network(model, images, IMAGENET_MEAN, IMAGENET_STD, tile)
     fused = _quantise(fused, kind)
     return fused if any(colour) else _rgb_to_gray(fused)
 
@@ -174,16 +187,14 @@ def _gray_modalities(model, images, names, task, tile):
     if not any(colour):
         kind = _output_kind(images)
         gray = [_gray_channel(im) for im in images]
-        fused = _run_network(model, [_to_three_channels(_to_unit(g)) for g in gray],
-                             IDENTITY_MEAN, IDENTITY_STD, tile)
+        fused = _run_network(model, gray, IDENTITY_MEAN, IDENTITY_STD, tile)
         return _rgb_to_gray(_quantise(fused, kind))
     # A colour source: fuse its luminance with the others, keep its chroma (8-bit path).
     index = colour.index(True)
     ycbcr = pil_rgb_to_ycbcr(_to_uint8(images[index]))
     lumas = [ycbcr[..., 0] if i == index else _to_uint8(_gray_channel(im))
              for i, im in enumerate(images)]
-    fused = _run_network(model, [_to_three_channels(_to_unit(y)) for y in lumas],
-                         IDENTITY_MEAN, IDENTITY_STD, tile)
+    fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile)
     y = _rgb_to_gray(_quantise(fused, "uint8"))
     return cv2.cvtColor(np.dstack([y, ycbcr[..., 2], ycbcr[..., 1]]), cv2.COLOR_YCrCb2RGB)
 
@@ -228,8 +239,7 @@ def _exposure(model, images, names, task, tile):
     images8 = [_to_uint8(im) for im in images]  # CLAHE and PIL's YCbCr work on 8 bits
     ycbcr = np.stack([pil_rgb_to_ycbcr(im) for im in images8]) if all(colour) else None
     lumas = list(ycbcr[..., 0]) if ycbcr is not None else [_gray_channel(im) for im in images8]
-    fused = _run_network(model, [_to_three_channels(_to_unit(y)) for y in lumas],
-                         IDENTITY_MEAN, IDENTITY_STD, tile)
+    fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile)
     return finish_exposure(_quantise(fused, "uint8"), ycbcr)
 
 
