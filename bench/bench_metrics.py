@@ -1,0 +1,115 @@
+"""Times every no-reference metric over the 20 Lytro pairs of the release's CMFDataset.
+
+    python bench/bench_metrics.py                     # fused image: the mean of A and B
+    python bench/bench_metrics.py --fused eval/fused/CMFDataset   # real fused results
+    taskset -c 0,1 python bench/bench_metrics.py      # pin to two cores, as the issue asks
+
+Prints the time of the first pass through ``metrics.evaluate`` (which includes
+compiling every metric for 520x520), the median over ``--repeat`` further passes, and
+each metric's median time per pair. The
+issue's target: all metrics over the 20 pairs well under a minute on 2 CPU cores.
+Metric values do not depend on timing, so no fused images from a model are needed; any
+image of the right size exercises the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def load_pairs(release_dir: Path, fused_dir: Path | None):
+    import numpy as np
+
+    from ifcnn_jax.image_io import read_image
+    from ifcnn_jax.metrics import to_gray_255
+
+    folder = release_dir / "datasets" / "CMFDataset"
+    groups = []
+    for i in range(1, 21):
+        a, b = (to_gray_255(read_image(folder / f"lytro-{i:02d}-{s}.jpg")) for s in "AB")
+        if fused_dir is not None:
+            fused = to_gray_255(read_image(fused_dir / f"lytro-{i:02d}.png"))
+        else:
+            fused = np.floor((a + b) / 2 + 0.5)
+        groups.append((np.stack([a, b]), fused))
+    return groups
+
+
+def evaluate_pass(groups) -> float:
+    """All metrics for every pair through ``metrics.evaluate`` (the path ifcnn-eval takes:
+    input checks, and SSIM_sum / MS_SSIM_sum derived from the means)."""
+    from ifcnn_jax.metrics import evaluate
+
+    start = time.perf_counter()
+    for sources, fused in groups:
+        evaluate(list(sources), fused)
+    return time.perf_counter() - start
+
+
+def per_metric_pass(groups, names) -> dict[str, list[float]]:
+    import jax
+    import jax.numpy as jnp
+
+    from ifcnn_jax.metrics import NO_REFERENCE_METRICS
+
+    seconds: dict[str, list[float]] = {}
+    for sources, fused in groups:
+        s, f = jnp.asarray(sources), jnp.asarray(fused)
+        for name in names:
+            t0 = time.perf_counter()
+            jax.block_until_ready(NO_REFERENCE_METRICS[name](s, f))
+            seconds.setdefault(name, []).append(time.perf_counter() - t0)
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--release-dir", type=Path,
+                        default=Path(os.environ.get("IFCNN_RELEASE_DIR",
+                                                    REPO.parent / "shared" / "ifcnn-release")))
+    parser.add_argument("--fused", type=Path, default=None,
+                        help="folder with lytro-NN.png fused results (default: mean of A, B)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed passes after the first")
+    args = parser.parse_args()
+    if not (args.release_dir / "datasets" / "CMFDataset").is_dir():
+        print(f"error: {args.release_dir}/datasets/CMFDataset not found (set --release-dir or "
+              "IFCNN_RELEASE_DIR)", file=sys.stderr)
+        return 2
+
+    import jax
+
+    from ifcnn_jax.metrics import NO_REFERENCE_METRICS
+
+    groups = load_pairs(args.release_dir, args.fused)
+    names = [n for n, m in NO_REFERENCE_METRICS.items() if m.applies_to(2, 520, 520)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"{len(groups)} Lytro pairs, 520x520 gray; {len(names)} metrics; jax {jax.__version__} "
+          f"on {jax.devices()[0].platform}, {cores} CPU cores available")
+    cpu = time.process_time()
+    cold = evaluate_pass(groups)
+    print(f"first pass (compiles every metric): {cold:.1f} s wall, "
+          f"{time.process_time() - cpu:.1f} s CPU")
+    warm = []
+    for _ in range(args.repeat):
+        cpu = time.process_time()
+        warm.append(evaluate_pass(groups))
+        print(f"  compiled pass: {warm[-1]:.1f} s wall, {time.process_time() - cpu:.1f} s CPU")
+    print(f"median of {args.repeat} compiled passes: {statistics.median(warm):.1f} s for all "
+          f"{len(names)} metrics over {len(groups)} pairs (first pass {cold:.1f} s)")
+    per_metric = per_metric_pass(groups, names)
+    print("median per pair, each metric on its own:")
+    for name in names:
+        print(f"  {name:14s} {1000 * statistics.median(per_metric[name]):8.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,537 @@
+"""``ifcnn-eval``: score fusion results on a test set with the metrics of ``metrics.py``.
+
+    ifcnn-eval ../shared/ifcnn-release/datasets --model checkpoints --out eval/
+    ifcnn-eval my_testset/ --fused other_method_results/ --out eval-other/
+    python -m ifcnn_jax.evaluate manifest.csv --metrics EN,MI,Qabf,SSIM_mean
+
+The test set is a folder in the layout of the release's ``datasets`` (or one of its
+sub-folders) or a manifest; see :mod:`ifcnn_jax.testsets`. Fused images come from
+
+* ``--model CKPT``: fused here, with each group's task recipe. ``CKPT`` is a checkpoint
+  directory, or a folder of ``ifcnn-max``/``ifcnn-mean``/... checkpoints from which the
+  demo's model for each task is taken (MAX for multifocus, infrared, medical; MEAN for
+  exposure), as ``ifcnn-fuse`` does; ``--model TASK=CKPT`` sets one task's model. The
+  results are saved as ``OUT/fused/<group>.png``.
+* ``--fused DIR``: existing results, one per group, named ``DIR/<group>.<ext>`` (the
+  group name as listed, e.g. ``lytro-01.png`` or ``Triple Series/lytro-01.png``), so
+  that other methods are scored by the same code.
+* otherwise the ``fused`` paths of a manifest.
+
+It prints a table per collection (one row per group, then mean +/- sample standard
+deviation) and writes to ``--out``: ``metrics.csv`` (one row per group),
+``summary.csv`` (mean and std per collection), ``metrics.md`` (the tables), and
+``figure_<collection>.png`` (sources and fused result side by side, one row per group).
+Colour images are scored on their luminance (BT.601). All files are written atomically;
+none overwrites a source image. A missing or mismatched file gives a one-line error and
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import io
+import math
+import os
+import re
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.testsets import TASKS, ImageGroup, ImageSet, find_groups, fused_image_path
+
+THUMBNAIL_HEIGHT = 160
+CAPTION_HEIGHT = 18
+TITLE_HEIGHT = 20
+PADDING = 6
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ifcnn-eval", description="Score image fusion results with objective metrics.",
+        epilog="Examples:\n  ifcnn-eval ../shared/ifcnn-release/datasets --model checkpoints "
+               "--out eval\n  ifcnn-eval testset/ --fused results/ --out eval-results",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("testset", metavar="TESTSET",
+                        help="test-set folder (release layout) or manifest.csv/.json")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", action="append", default=[], metavar="[TASK=]CKPT",
+                        help="fuse with this checkpoint (or folder of ifcnn-<rule> checkpoints); "
+                             "TASK=CKPT sets one task's model; may be repeated")
+    source.add_argument("--fused", metavar="DIR",
+                        help="score existing fused images DIR/<group>.<ext>")
+    parser.add_argument("--task", choices=TASKS, help="use this task for every group")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: eval-<TESTSET name>)")
+    parser.add_argument("--metrics", metavar="NAMES", default=None,
+                        help="comma-separated metric names (default: all); see docs/metrics.md")
+    parser.add_argument("--figure-rows", type=int, default=None, metavar="N",
+                        help="at most N groups per figure (default: all; 0: no figure)")
+    parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
+                        help="fusion tile size, as ifcnn-fuse --tile")
+    parser.add_argument("--jax-cache", metavar="DIR", default=os.environ.get("IFCNN_JAX_CACHE"),
+                        help="persistent JAX compilation cache: repeated runs skip compiling "
+                             "the metrics (default: $IFCNN_JAX_CACHE, else off)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar and no table on stdout")
+    return parser
+
+
+# ------------------------------------------------------------------------ fusion input
+
+
+class FusedSource:
+    """Where each group's fused image comes from: a model, a folder, or the manifest."""
+
+    def __init__(self, args: argparse.Namespace, out_dir: Path):
+        self.fused_dir = Path(args.fused) if args.fused else None
+        self.tile = args.tile
+        self.out_dir = out_dir
+        self.default_model: str | None = None
+        self.task_models: dict[str, str] = {}
+        for spec in args.model:
+            task, sep, path = spec.partition("=")
+            if sep and task in TASKS:
+                self.task_models[task] = path
+            elif sep and task not in TASKS and not Path(spec).exists():
+                raise IFCNNError(f"--model {spec}: unknown task {task!r}; choose one of "
+                                 f"{', '.join(TASKS)}")
+            else:
+                if self.default_model is not None:
+                    raise IFCNNError("give one --model CKPT (plus TASK=CKPT overrides)")
+                self.default_model = spec
+        if self.fused_dir is not None and not self.fused_dir.is_dir():
+            raise IFCNNError(f"--fused {self.fused_dir}: no such folder")
+        self._loaded: dict[Path, object] = {}
+
+    @property
+    def uses_model(self) -> bool:
+        return self.default_model is not None or bool(self.task_models)
+
+    def describe(self, group: ImageGroup) -> str:
+        if self.uses_model:
+            return f"IFCNN-{self._model(group).fuse_rule.upper()}"
+        return "given"
+
+    def _model_dir(self, group: ImageGroup) -> Path:
+        from ifcnn_jax.fuse import resolve_model_dir
+
+        if group.task is None:
+            raise IFCNNError(f"group {group.name!r}: cannot tell its fusion task from the "
+                             "folder; pass --task")
+        spec = self.task_models.get(group.task, self.default_model)
+        if spec is None:
+            raise IFCNNError(f"group {group.name!r} is {group.task} but no --model is given "
+                             f"for it; add --model {group.task}=CKPT or --model CKPT")
+        return resolve_model_dir(spec, group.task).resolve()
+
+    def _model(self, group: ImageGroup):
+        from ifcnn_jax.model import load
+
+        path = self._model_dir(group)
+        if path not in self._loaded:
+            self._loaded[path] = load(str(path))
+        return self._loaded[path]
+
+    def check(self, image_set: ImageSet) -> None:
+        """Fails early (before any work) on missing fused files or models."""
+        if self.uses_model:
+            unknown = [g.name for g in image_set.groups if g.task is None]
+            if unknown:
+                raise IFCNNError(f"group {unknown[0]!r}: cannot tell its fusion task from the "
+                                 "folder; pass --task")
+        for group in image_set.groups:
+            if self.uses_model:
+                self._model_dir(group)
+            elif self.fused_dir is not None:
+                fused_image_path(self.fused_dir, group)
+            elif group.fused is None:
+                raise IFCNNError(f"no fused image for group {group.name!r}: pass --model CKPT "
+                                 "or --fused DIR (or list \"fused\" paths in a manifest)")
+
+    def fused(self, group: ImageGroup, sources: list[np.ndarray]) -> tuple[np.ndarray, Path]:
+        """The fused image of ``group`` and the file it is (or was saved) in."""
+        from ifcnn_jax.image_io import read_image, write_image
+
+        if not self.uses_model:
+            path = (fused_image_path(self.fused_dir, group) if self.fused_dir is not None
+                    else group.fused)
+            return read_image(path), path
+        from ifcnn_jax.recipes import fuse
+
+        fused = fuse(self._model(group), sources, group.task, tile=self.tile,
+                     names=[str(p) for p in group.sources])
+        path = self.out_dir / "fused" / f"{group.name}.png"
+        _refuse_overwriting_sources(path, group.sources)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_image(path, fused)
+        return fused, path
+
+
+def _refuse_overwriting_sources(path: Path, sources: Sequence[Path]) -> None:
+    target = path.resolve()
+    for src in sources:
+        if Path(src).resolve() == target:
+            raise IFCNNError(f"refusing to overwrite input image {src}; choose another --out")
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def format_value(value: float) -> str:
+    """4 decimals; ``inf``/``n/a`` for infinite and missing (NaN) values."""
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.4f}"
+
+
+def summarise(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (ddof=1; 0 for one value) and count of the
+    finite values; NaN mean when there are none. Infinite values (a fused image equal
+    to its sources) count as missing."""
+    finite = np.asarray([v for v in values if math.isfinite(v)], np.float64)
+    if finite.size == 0:
+        return math.nan, math.nan, 0
+    std = float(np.std(finite, ddof=1)) if finite.size > 1 else 0.0
+    return float(np.mean(finite)), std, int(finite.size)
+
+
+def mean_std_text(values: Sequence[float]) -> str:
+    mean, std, count = summarise(values)
+    if count == 0:
+        return "n/a"
+    return f"{format_value(mean)} ± {format_value(std)}"
+
+
+def text_table(rows: list[dict], names: Sequence[str], title: str) -> str:
+    """A plain-text table: one line per group and a mean +/- std line."""
+    header = ["group", *names]
+    body = [[row["group"], *(format_value(row[n]) for n in names)] for row in rows]
+    stats = [summarise([row[n] for row in rows]) for n in names]
+    means = ["mean", *(format_value(m) if c else "n/a" for m, _, c in stats)]
+    stds = ["± std", *(format_value(s) if c else "n/a" for _, s, c in stats)]
+    table = [header, *body, means, stds]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "-" * len(line(header))
+    return "\n".join([title, line(header), rule, *map(line, body), rule, line(means),
+                      line(stds)])
+
+
+def markdown_table(rows: list[dict], names: Sequence[str]) -> str:
+    lines = ["| group | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for row in rows:
+        lines.append(f"| {row['group']} | "
+                     + " | ".join(format_value(row[n]) for n in names) + " |")
+    lines.append("| **mean ± std** | "
+                 + " | ".join(mean_std_text([row[n] for row in rows]) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(by_collection: dict[str, list[dict]], names: Sequence[str],
+                    command: str, notes: Sequence[str]) -> str:
+    parts = ["# Fusion metrics", "", f"Command: `{command}`", ""]
+    parts += [f"- {note}" for note in notes]
+    parts += ["", "Values per group; the last row is the mean ± sample standard deviation "
+              "over the groups. Definitions: docs/metrics.md.", ""]
+    if len(by_collection) > 1:
+        parts += ["## Summary", "", "| collection | groups | " + " | ".join(names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]
+        for collection, rows in by_collection.items():
+            parts.append(f"| {collection} | {len(rows)} | "
+                         + " | ".join(mean_std_text([r[n] for r in rows]) for n in names)
+                         + " |")
+        parts.append("")
+    for collection, rows in by_collection.items():
+        parts += [f"## {collection}", "", markdown_table(rows, names), ""]
+    return "\n".join(parts)
+
+
+def csv_text(rows: list[dict], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row[c]) for c in columns])
+    return buffer.getvalue()
+
+
+def _csv_cell(value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def summary_rows(by_collection: dict[str, list[dict]], names: Sequence[str]) -> list[dict]:
+    out = []
+    for collection, rows in by_collection.items():
+        entry: dict[str, object] = {"collection": collection, "groups": len(rows)}
+        for n in names:
+            mean, std, _ = summarise([r[n] for r in rows])
+            entry[f"{n}_mean"], entry[f"{n}_std"] = mean, std
+        out.append(entry)
+    return out
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes ``data`` to a temporary file beside ``path``, then renames it over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the small bitmap font
+        return ImageFont.load_default()
+
+
+def thumbnail(image: np.ndarray) -> "Image.Image":
+    """An RGB picture of ``image`` (gray or RGB; uint8, uint16 or float 0-1), 160 px high."""
+    from PIL import Image
+
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(on_255_scale(image) + 0.5, 0, 255).astype(np.uint8)
+    picture = Image.fromarray(image).convert("RGB")
+    scale = THUMBNAIL_HEIGHT / picture.height
+    return picture.resize((max(1, round(picture.width * scale)), THUMBNAIL_HEIGHT),
+                          Image.Resampling.LANCZOS)
+
+
+def figure_png(rows: list[tuple[str, list[tuple[str, "Image.Image"]]]]) -> bytes:
+    """PNG bytes: one row per group, its title, then each thumbnail with a caption."""
+    from PIL import Image, ImageDraw
+
+    font, title_font = _font(12), _font(14)
+    width = max(PADDING + sum(t.width + PADDING for _, t in images) for _, images in rows)
+    row_height = TITLE_HEIGHT + THUMBNAIL_HEIGHT + CAPTION_HEIGHT + PADDING
+    canvas = Image.new("RGB", (width, PADDING + row_height * len(rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = PADDING
+    for title, images in rows:
+        draw.text((PADDING, y + 2), title, fill="black", font=title_font)
+        x = PADDING
+        for caption, thumb in images:
+            canvas.paste(thumb, (x, y + TITLE_HEIGHT))
+            text = _fit(draw, caption, font, thumb.width)
+            draw.text((x, y + TITLE_HEIGHT + THUMBNAIL_HEIGHT + 2), text, fill="black", font=font)
+            x += thumb.width + PADDING
+        y += row_height
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _fit(draw, text: str, font, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "set"
+
+
+# -------------------------------------------------------------------------------- run
+
+
+def _metric_names(spec: str | None, any_reference: bool) -> list[str]:
+    from ifcnn_jax.metrics import ALL_METRICS, NO_REFERENCE_METRICS
+
+    if spec is None:
+        return list(ALL_METRICS if any_reference else NO_REFERENCE_METRICS)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL_METRICS]
+    if unknown or not names:
+        raise IFCNNError(f"--metrics: unknown metric {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(ALL_METRICS)}")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ifcnn_jax.image_io import read_image
+
+    start = time.perf_counter()
+    if args.figure_rows is not None and args.figure_rows < 0:
+        raise IFCNNError(f"--figure-rows must be >= 0, got {args.figure_rows}")
+    image_set = find_groups(args.testset, task=args.task)
+    root_name = image_set.root.resolve().name
+    out_dir = Path(args.out) if args.out else Path(f"eval-{_slug(root_name)}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IFCNNError(f"--out {out_dir}: exists and is not a folder")
+    any_reference = any(g.reference is not None for g in image_set.groups)
+    names = _metric_names(args.metrics, any_reference)
+    fused_source = FusedSource(args, out_dir)
+    fused_source.check(image_set)
+    if args.jax_cache:
+        _enable_jax_cache(args.jax_cache)
+
+    rows: list[dict] = []
+    fused_paths: list[Path] = []
+    figures: dict[str, list] = {}
+    fuse_seconds = metric_seconds = 0.0
+    # leave=False clears the bar, so that an error is the only line left on stderr.
+    with tqdm(image_set.groups, desc="evaluating", unit="group", disable=args.quiet,
+              file=sys.stderr, leave=False) as bar:
+        for group in bar:
+            bar.set_postfix_str(group.name)
+            sources = [read_image(p) for p in group.sources]
+            t0 = time.perf_counter()
+            fused, fused_path = fused_source.fused(group, sources)
+            fused_paths.append(fused_path)
+            t1 = time.perf_counter()
+            reference = read_image(group.reference) if group.reference is not None else None
+            values = _score(group, sources, fused, fused_path, reference, names)
+            metric_seconds += time.perf_counter() - t1
+            fuse_seconds += t1 - t0
+            collection = group.collection or root_name
+            row = {"collection": collection, "group": _short_name(group),
+                   "task": group.task or "", "sources": len(group.sources),
+                   "fused": fused_source.describe(group) if fused_source.uses_model
+                   else str(fused_path)}
+            row.update({n: float(values.get(n, math.nan)) for n in names})
+            rows.append(row)
+            if args.figure_rows is None or len(figures.get(collection, [])) < args.figure_rows:
+                captions = [p.name for p in group.sources]
+                captions.append("fused: " + (row["fused"] if fused_source.uses_model
+                                             else fused_path.name))
+                figures.setdefault(collection, []).append(
+                    (f"{row['group']}  ({group.task or 'task unknown'})",
+                     [(c, thumbnail(im)) for c, im in zip(captions, [*sources, fused])]))
+
+    by_collection: dict[str, list[dict]] = {}
+    for row in rows:
+        by_collection.setdefault(row["collection"], []).append(row)
+    command = "ifcnn-eval " + " ".join(shlex.quote(a) for a in args.argv)
+    notes = [f"test set: {args.testset} ({len(rows)} groups)",
+             f"fused images: {_fused_note(args, fused_source, image_set)}",
+             "colour images are scored on their luminance (ITU-R BT.601)"]
+    if image_set.skipped:
+        notes.append("skipped (no group): " + ", ".join(p.name for p in image_set.skipped))
+    if not args.quiet:
+        for collection, crows in by_collection.items():
+            print(text_table(crows, names, f"\n{collection} ({len(crows)} groups)"))
+    summary = summary_rows(by_collection, names)
+    outputs = {
+        "metrics.csv": lambda: csv_text(rows, ["collection", "group", "task", "sources",
+                                               "fused", *names]).encode(),
+        "summary.csv": lambda: csv_text(summary, ["collection", "groups", *(
+            f"{n}_{s}" for n in names for s in ("mean", "std"))]).encode(),
+        "metrics.md": lambda: markdown_report(by_collection, names, command, notes).encode(),
+        **{f"figure_{_slug(c)}.png": functools.partial(figure_png, entries)
+           for c, entries in figures.items()},
+    }
+    inputs = [*image_set.skipped, *fused_paths, *(p for g in image_set.groups
+                                                   for p in (*g.sources, g.reference) if p)]
+    for name in outputs:  # all checks first: write nothing over an input image
+        _refuse_overwriting_sources(out_dir / name, inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in outputs.items():
+        write_atomic(out_dir / name, content())
+    written = list(outputs)
+    elapsed = time.perf_counter() - start
+    if not args.quiet:
+        print(f"\n{len(rows)} groups in {elapsed:.1f} s (fusion {fuse_seconds:.1f} s, metrics "
+              f"{metric_seconds:.1f} s); wrote {', '.join(written)} to {out_dir}")
+    return 0
+
+
+def _score(group: ImageGroup, sources: list[np.ndarray], fused: np.ndarray, fused_path: Path,
+           reference: np.ndarray | None, names: Sequence[str]) -> dict[str, float]:
+    """The named metrics that apply to this group; the others are left out (NaN later):
+    reference metrics without a ground truth, SCD/Qy beside N != 2, MS-SSIM on small
+    images."""
+    from ifcnn_jax import metrics
+
+    h, w = np.asarray(fused).shape[:2]
+    applicable = [n for n in names
+                  if (n in metrics.NO_REFERENCE_METRICS or reference is not None)
+                  and metrics.ALL_METRICS[n].applies_to(len(sources), h, w)]
+    return metrics.evaluate([on_255_scale(s) for s in sources], on_255_scale(fused),
+                            None if reference is None else on_255_scale(reference),
+                            names=applicable, source_names=[str(p) for p in group.sources],
+                            fused_name=str(fused_path), reference_name=str(group.reference))
+
+
+def on_255_scale(image: np.ndarray) -> np.ndarray:
+    """Float images of this package (``read_image``, ``fuse``) hold 0-1; the metrics want
+    0-255. Integer images are left to ``metrics.to_gray_255`` (uint16 / 257)."""
+    return image * np.float32(255) if image.dtype.kind == "f" else image
+
+
+def _short_name(group: ImageGroup) -> str:
+    prefix = f"{group.collection}/"
+    return group.name[len(prefix):] if group.collection and group.name.startswith(prefix) \
+        else group.name
+
+
+def _fused_note(args, fused_source: FusedSource, image_set: ImageSet) -> str:
+    if fused_source.uses_model:
+        models = sorted({fused_source.describe(g) for g in image_set.groups})
+        return f"fused here with {', '.join(models)} ({' '.join(args.model)})"
+    if args.fused:
+        return f"read from {args.fused}"
+    return "as listed in the manifest"
+
+
+def _enable_jax_cache(path: str) -> None:
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(Path(path).expanduser()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (0 ok, 2 user error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return run(args)
+    except IFCNNError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # e.g. a full disk or a read-only output folder
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,734 @@
+"""Fusion metrics against plain NumPy/SciPy implementations written here, analytic cases,
+batching and input errors.
+
+The references below follow the published MATLAB code line by line (float64, loops
+where the original loops), independently of the JAX code: other binning calls, SciPy
+convolutions instead of slices, sliding windows instead of offset sums. Images are
+integer valued on 0-255, as the uint8 images the metrics are meant for; JAX works in
+float32, so values are compared to a relative 2e-6 (the largest error seen is 2e-7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage
+import scipy.signal
+import skimage.data
+import skimage.metrics
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ifcnn_jax import metrics
+from ifcnn_jax.errors import IFCNNError
+
+SHAPE = (48, 64)          # non-square, to catch swapped axes; one shape keeps compiles few
+LARGE_SHAPE = (176, 192)  # the smallest MS-SSIM accepts (11 * 2^4)
+RTOL = 2e-6               # float32 against float64 (observed: <= 2e-7)
+ATOL = 1e-7
+
+
+# ------------------------------------------------------------------- reference code
+
+
+def matlab_round(x):
+    return np.floor(np.asarray(x, np.float64) + 0.5)
+
+
+def gray_levels(x):
+    return np.clip(matlab_round(x), 0, 255).astype(np.int64)
+
+
+def fspecial_gaussian(size, sigma):
+    half = (size - 1) / 2
+    y, x = np.mgrid[-half:half + 1, -half:half + 1]
+    h = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
+    return h / h.sum()
+
+
+def ref_entropy(f):
+    counts = np.bincount(gray_levels(f).ravel(), minlength=256)
+    p = counts[counts > 0] / counts.sum()
+    return float(-np.sum(p * np.log2(p)))
+
+
+def ref_sd(f):
+    return float(np.sqrt(np.mean((f - f.mean()) ** 2)))
+
+
+def ref_sf(f):
+    m, n = f.shape
+    rf = np.sum((f[:, 1:] - f[:, :-1]) ** 2) / (m * n)
+    cf = np.sum((f[1:, :] - f[:-1, :]) ** 2) / (m * n)
+    return float(np.sqrt(rf + cf))
+
+
+def ref_ag(f):
+    gy, gx = np.gradient(f)  # NumPy's one-sided edges are MATLAB's gradient()
+    m, n = f.shape
+    return float(np.sum(np.sqrt((gx ** 2 + gy ** 2) / 2)) / ((m - 1) * (n - 1)))
+
+
+def ref_mi_pair(a, b):
+    joint, _, _ = np.histogram2d(gray_levels(a).ravel(), gray_levels(b).ravel(), bins=256,
+                                 range=[[-0.5, 255.5], [-0.5, 255.5]])
+    p = joint / joint.sum()
+    outer = np.outer(p.sum(axis=1), p.sum(axis=0))
+    nz = p > 0
+    return float(np.sum(p[nz] * np.log2(p[nz] / outer[nz])))
+
+
+def ref_mi(sources, f):
+    return sum(ref_mi_pair(s, f) for s in sources)
+
+
+def ref_normalize1(x):
+    lo, hi = x.min(), x.max()
+    if hi == lo:
+        return np.zeros_like(x)
+    return matlab_round((x - lo) / (hi - lo) * 255)
+
+
+def ref_nmi(sources, f):
+    ff = ref_normalize1(f)
+    total = 0.0
+    for s in sources:
+        ss = ref_normalize1(s)
+        total += ref_mi_pair(ss, ff) / (ref_entropy(ss) + ref_entropy(ff))
+    return 2 * total
+
+
+def ref_cc(sources, f):
+    return float(np.mean([np.corrcoef(s.ravel(), f.ravel())[0, 1] for s in sources]))
+
+
+def ref_scd(sources, f):
+    a, b = sources
+
+    def corr2(x, y):
+        return np.corrcoef(x.ravel(), y.ravel())[0, 1]
+
+    return float(corr2(f - b, a) + corr2(f - a, b))
+
+
+def ref_psnr_fusion(sources, f):
+    mse = np.mean([np.mean((s - f) ** 2) for s in sources])
+    return float(10 * np.log10(255.0 ** 2 / mse))
+
+
+SOBEL_H1 = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], np.float64)
+SOBEL_H3 = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float64)
+
+
+def ref_sobel(x):
+    sx = scipy.signal.convolve2d(x, SOBEL_H3, mode="same")  # MATLAB conv2(.., 'same')
+    sy = scipy.signal.convolve2d(x, SOBEL_H1, mode="same")
+    g = np.sqrt(sx ** 2 + sy ** 2)
+    a = np.full(x.shape, np.pi / 2)
+    nz = sx != 0
+    a[nz] = np.arctan(sy[nz] / sx[nz])
+    return g, a
+
+
+def ref_qabf(sources, f, matlab_ties=False):
+    g_f, a_f = ref_sobel(f)
+    num = den = 0.0
+    for s in sources:
+        g_a, a_a = ref_sobel(s)
+        G = np.zeros_like(g_a)
+        over, tie, under = g_a > g_f, g_a == g_f, g_a < g_f
+        G[over] = g_f[over] / g_a[over]
+        G[tie] = g_f[tie] if matlab_ties else 1.0
+        G[under] = g_a[under] / g_f[under]
+        A = 1 - np.abs(a_a - a_f) / (np.pi / 2)
+        q = 0.9994 / (1 + np.exp(-15 * (G - 0.5))) * 0.9879 / (1 + np.exp(-22 * (A - 0.8)))
+        num += np.sum(q * g_a)
+        den += np.sum(g_a)
+    return float(num / den)
+
+
+def ref_ssim_maps(x, y, window, c1, c2):
+    """SSIM map and variances, 'valid', exact two-pass moments over sliding windows."""
+    k = window.shape[0]
+    X = sliding_window_view(x, (k, k))
+    Y = sliding_window_view(y, (k, k))
+    mx = np.einsum("ijab,ab->ij", X, window)
+    my = np.einsum("ijab,ab->ij", Y, window)
+    dx = X - mx[..., None, None]
+    dy = Y - my[..., None, None]
+    # A flat window has exactly zero variance (float64 leaves ~1e-28 otherwise).
+    dx[np.ptp(X, axis=(2, 3)) == 0] = 0
+    dy[np.ptp(Y, axis=(2, 3)) == 0] = 0
+    vx = np.einsum("ijab,ab->ij", dx * dx, window)
+    vy = np.einsum("ijab,ab->ij", dy * dy, window)
+    cxy = np.einsum("ijab,ab->ij", dx * dy, window)
+    lum = (2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1)
+    cs = (2 * cxy + c2) / (vx + vy + c2)
+    return lum * cs, cs, vx, vy
+
+
+SSIM_WINDOW = fspecial_gaussian(11, 1.5)
+C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+
+def ref_ssim(x, y):
+    return float(np.mean(ref_ssim_maps(x, y, SSIM_WINDOW, C1, C2)[0]))
+
+
+def ref_ms_ssim(x, y):
+    weights = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]
+    value = 1.0
+    for level, w in enumerate(weights):
+        ssim_map, cs_map, _, _ = ref_ssim_maps(x, y, SSIM_WINDOW, C1, C2)
+        if level == len(weights) - 1:
+            value *= max(ssim_map.mean(), 0) ** w
+        else:
+            value *= max(cs_map.mean(), 0) ** w
+            # msssim.m: imfilter(ones(2)/4, 'symmetric', 'same'), then (1:2:end, 1:2:end)
+            x, y = [(np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[:-1, :-1]
+                     + np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[1:, :-1]
+                     + np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[:-1, 1:]
+                     + np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[1:, 1:])[::2, ::2] / 4
+                    for im in (x, y)]
+    return float(value)
+
+
+def ref_qy(sources, f):
+    a, b = sources
+    window = fspecial_gaussian(7, 1.5)
+    c = 2e-16
+    s_ab, _, va, vb = ref_ssim_maps(a, b, window, c, c)
+    s_af = ref_ssim_maps(a, f, window, c, c)[0]
+    s_bf = ref_ssim_maps(b, f, window, c, c)[0]
+    with np.errstate(invalid="ignore"):
+        ramda = np.where(va + vb == 0, 0.5, va / (va + vb))
+    q1 = (ramda * s_af + (1 - ramda) * s_bf) * (s_ab >= 0.75)
+    q2 = np.maximum(s_af, s_bf) * (s_ab < 0.75)
+    return float(np.mean(q1 + q2))
+
+
+def ref_vifp(ref, dist):
+    """LIVE's vifp_mscale.m, one line at a time (filter2 = correlation, 'valid')."""
+    sigma_nsq = 2
+    num = den = 0.0
+    for scale in range(1, 5):
+        n = 2 ** (4 - scale + 1) + 1
+        win = fspecial_gaussian(n, n / 5)
+        if scale > 1:
+            ref = scipy.signal.correlate2d(ref, win, mode="valid")[::2, ::2]
+            dist = scipy.signal.correlate2d(dist, win, mode="valid")[::2, ::2]
+        mu1 = scipy.signal.correlate2d(ref, win, mode="valid")
+        mu2 = scipy.signal.correlate2d(dist, win, mode="valid")
+        sigma1_sq = scipy.signal.correlate2d(ref * ref, win, mode="valid") - mu1 * mu1
+        sigma2_sq = scipy.signal.correlate2d(dist * dist, win, mode="valid") - mu2 * mu2
+        sigma12 = scipy.signal.correlate2d(ref * dist, win, mode="valid") - mu1 * mu2
+        sigma1_sq[sigma1_sq < 0] = 0
+        sigma2_sq[sigma2_sq < 0] = 0
+        g = sigma12 / (sigma1_sq + 1e-10)
+        sv_sq = sigma2_sq - g * sigma12
+        m = sigma1_sq < 1e-10
+        g[m] = 0
+        sv_sq[m] = sigma2_sq[m]
+        sigma1_sq[m] = 0
+        m = sigma2_sq < 1e-10
+        g[m] = 0
+        sv_sq[m] = 0
+        m = g < 0
+        sv_sq[m] = sigma2_sq[m]
+        g[m] = 0
+        sv_sq[sv_sq <= 1e-10] = 1e-10
+        num += np.sum(np.log10(1 + g ** 2 * sigma1_sq / (sv_sq + sigma_nsq)))
+        den += np.sum(np.log10(1 + sigma1_sq / sigma_nsq))
+    return num / den
+
+
+def ref_vif(sources, f):
+    return float(sum(ref_vifp(s, f) for s in sources))
+
+
+def ref_qcb(sources, f):
+    """Liu's metricChenBlum.m, generalised to N sources by the saliency weights."""
+    images = [ref_normalize1(x) for x in [*sources, f]]
+    hang, lie = f.shape
+
+    def freqspace(n):
+        return (np.arange(n) - np.floor(n / 2)) * (2 / n)
+
+    u, v = np.meshgrid(freqspace(lie), freqspace(hang))
+    u, v = lie / 30 * u, hang / 30 * v
+    r = np.sqrt(u ** 2 + v ** 2)
+    sd = np.exp(-(r / 15.3870) ** 2) - 0.7622 * np.exp(-(r / 1.3456) ** 2)
+    grid = np.arange(-15, 16)
+    x, y = np.meshgrid(grid, grid)
+
+    def gaussian2d(sigma):
+        return np.exp(-(x * x + y * y) / (2 * sigma * sigma)) / (2 * np.pi * sigma * sigma)
+
+    g1, g2 = gaussian2d(2), gaussian2d(4)
+    cp = []
+    for im in images:
+        filtered = np.fft.ifft2(np.fft.ifftshift(np.fft.fftshift(np.fft.fft2(im)) * sd))
+        buff = scipy.signal.correlate2d(filtered, g1, mode="same")
+        buff1 = scipy.signal.correlate2d(filtered, g2, mode="same")
+        c = np.abs(buff / buff1 - 1)
+        cp.append(c ** 3 / (c ** 2 + 1e-4))
+    cf = cp[-1]
+    saliency = [c * c for c in cp[:-1]]
+    total = sum(saliency)
+    q = 0
+    for c, s in zip(cp[:-1], saliency):
+        mask = c < cf
+        q = q + s / total * np.where(mask, c / cf, cf / c)
+    return float(np.mean(q))
+
+
+def ref_fmi_pair(a_windows, f_windows):
+    """Haghighat's fmi.m for one source, vectorised over windows, loops over i and j."""
+    n, l = a_windows.shape
+    equal = np.all(a_windows == f_windows, axis=1)
+
+    def pdf(sub):
+        mx = sub.max(axis=1, keepdims=True)
+        mn = sub.min(axis=1, keepdims=True)
+        flat = mx == mn
+        scaled = np.where(flat, 1.0, (sub - mn) / np.where(flat, 1.0, mx - mn))
+        return scaled / scaled.sum(axis=1, keepdims=True), flat[:, 0]
+
+    a_pdf, a_flat = pdf(a_windows)
+    f_pdf, f_flat = pdf(f_windows)
+    a_cdf, f_cdf = np.cumsum(a_pdf, axis=1), np.cumsum(f_pdf, axis=1)
+    # fmi.m's "if sum(aTemp.*fTemp) == 0": a flat window's uniform PDF has no deviations.
+    a_temp = np.where(a_flat[:, None], 0.0, a_pdf - a_pdf.mean(axis=1, keepdims=True))
+    f_temp = np.where(f_flat[:, None], 0.0, f_pdf - f_pdf.mean(axis=1, keepdims=True))
+    s = np.sum(a_temp * f_temp, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(s == 0, 0.0, s / np.sqrt(np.sum(a_temp ** 2, 1) * np.sum(f_temp ** 2, 1)))
+    idx = np.arange(1, l + 1)
+    a_sd = np.sqrt(np.maximum(np.sum(idx ** 2 * a_pdf, 1) - np.sum(idx * a_pdf, 1) ** 2, 0))
+    f_sd = np.sqrt(np.maximum(np.sum(idx ** 2 * f_pdf, 1) - np.sum(idx * f_pdf, 1) ** 2, 0))
+
+    def up(i, j):  # Frechet upper bound, fmi.m's 0.5*(x + y - |x - y|)
+        return 0.5 * (f_cdf[:, i] + a_cdf[:, j] - np.abs(f_cdf[:, i] - a_cdf[:, j]))
+
+    def lo(i, j):  # Frechet lower bound, 0.5*(x + y - 1 + |x + y - 1|)
+        x = f_cdf[:, i] + a_cdf[:, j] - 1
+        return 0.5 * (x + np.abs(x))
+
+    cov_up = sum(up(i, j) - f_cdf[:, i] * a_cdf[:, j] for i in range(l) for j in range(l))
+    cov_lo = sum(lo(i, j) - f_cdf[:, i] * a_cdf[:, j] for i in range(l) for j in range(l))
+    sd_zero = (a_sd == 0) | (f_sd == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phi = np.where((c == 0) | sd_zero, 0.0, c / (cov_up / (f_sd * a_sd)))
+        theta = np.where(sd_zero, 0.0, c / (cov_lo / (f_sd * a_sd)))
+    positive = c >= 0
+    joint_entropy = np.zeros(n)
+    for i in range(l):
+        for j in range(l):
+            def cell(bound):
+                value = bound(i, j)
+                if i > 0:
+                    value = value - bound(i - 1, j)
+                if j > 0:
+                    value = value - bound(i, j - 1)
+                if i > 0 and j > 0:
+                    value = value + bound(i - 1, j - 1)
+                return value
+
+            product = f_pdf[:, i] * a_pdf[:, j]
+            jpdf = np.where(positive, phi * cell(up) + (1 - phi) * product,
+                            theta * cell(lo) + (1 - theta) * product)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                term = np.real(-jpdf * np.log2(jpdf.astype(complex)))
+            joint_entropy += np.where(jpdf != 0, term, 0.0)
+
+    def entropy(p):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sum(np.where(p != 0, -p * np.log2(p), 0.0), axis=1)
+
+    a_entropy, f_entropy = entropy(a_pdf), entropy(f_pdf)
+    mi = a_entropy + f_entropy - joint_entropy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fmi = np.where(mi == 0, 0.0, 2 * mi / (a_entropy + f_entropy))
+    return np.where(equal, 1.0, fmi)
+
+
+def ref_fmi(sources, f, feature="pixel"):
+    def feat(x):
+        return x if feature == "pixel" else np.gradient(x, axis=1)  # gradient(x)'s 1st output
+
+    def windows(x):  # (n, 9) in MATLAB's column-major order
+        v = sliding_window_view(feat(x), (3, 3))
+        return v.transpose(0, 1, 3, 2).reshape(-1, 9)
+
+    f_windows = windows(f)
+    return float(np.mean([ref_fmi_pair(windows(s), f_windows) for s in sources], axis=0).mean())
+
+
+# ------------------------------------------------------------------------ image sets
+
+
+def _blur(x, sigma):
+    return np.clip(matlab_round(scipy.ndimage.gaussian_filter(x, sigma)), 0, 255)
+
+
+def _multifocus_set(sharp):
+    """Two partly blurred copies of a sharp image and their average: a fusion-like triple."""
+    w = sharp.shape[1]
+    a, b = sharp.copy(), sharp.copy()
+    a[:, w // 2:] = _blur(sharp, 1.5)[:, w // 2:]
+    b[:, :w // 2] = _blur(sharp, 2.0)[:, :w // 2]
+    f = matlab_round((a + b) / 2 + 0.3 * (sharp - (a + b) / 2))
+    return np.stack([a, b]), np.clip(f, 0, 255)
+
+
+def _random_set(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, shape).astype(np.float64)
+    b = rng.integers(0, 256, shape).astype(np.float64)
+    f = np.clip(matlab_round(0.6 * a + 0.4 * b + rng.normal(0, 8, shape)), 0, 255)
+    return np.stack([a, b]), f
+
+
+def _camera_set(shape):
+    sharp = skimage.data.camera().astype(np.float64)[100:100 + shape[0], 180:180 + shape[1]]
+    return _multifocus_set(sharp)
+
+
+def _release_set(release_dir, shape):
+    from ifcnn_jax.image_io import read_image
+
+    folder = release_dir / "datasets" / "CMFDataset"
+    grays = [metrics.to_gray_255(read_image(folder / f"lytro-01-{s}.jpg")).astype(np.float64)
+             for s in "AB"]
+    top, left = 200, 180
+    a, b = (g[top:top + shape[0], left:left + shape[1]] for g in grays)
+    return np.stack([a, b]), matlab_round((a + b) / 2)
+
+
+@pytest.fixture(params=["random", "camera", "lytro"])
+def image_set(request):
+    if request.param == "random":
+        return _random_set(SHAPE)
+    if request.param == "camera":
+        return _camera_set(SHAPE)
+    return _release_set(request.getfixturevalue("release_dir"), SHAPE)
+
+
+@pytest.fixture(params=["random", "camera", "lytro"])
+def large_set(request):
+    if request.param == "random":
+        return _random_set(LARGE_SHAPE, seed=1)
+    if request.param == "camera":
+        return _camera_set(LARGE_SHAPE)
+    return _release_set(request.getfixturevalue("release_dir"), LARGE_SHAPE)
+
+
+# ------------------------------------------------------ JAX against the references
+
+REFERENCES = {
+    "EN": lambda s, f: ref_entropy(f),
+    "SD": lambda s, f: ref_sd(f),
+    "SF": lambda s, f: ref_sf(f),
+    "AG": lambda s, f: ref_ag(f),
+    "MI": ref_mi,
+    "NMI": ref_nmi,
+    "FMI_pixel": lambda s, f: ref_fmi(s, f, "pixel"),
+    "FMI_gradient": lambda s, f: ref_fmi(s, f, "gradient"),
+    "Qabf": ref_qabf,
+    "SCD": ref_scd,
+    "VIF": ref_vif,
+    "SSIM_mean": lambda s, f: float(np.mean([ref_ssim(x, f) for x in s])),
+    "SSIM_sum": lambda s, f: float(np.sum([ref_ssim(x, f) for x in s])),
+    "CC": ref_cc,
+    "PSNR": ref_psnr_fusion,
+    "Qcb": ref_qcb,
+    "Qy": ref_qy,
+}
+
+
+def test_every_no_reference_metric_has_a_reference_here():
+    tested_elsewhere = {"MS_SSIM_mean", "MS_SSIM_sum"}
+    assert set(metrics.NO_REFERENCE_METRICS) == set(REFERENCES) | tested_elsewhere
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_metric_matches_numpy_reference(name, image_set):
+    sources, fused = image_set
+    expected = REFERENCES[name](sources, fused)
+    actual = float(metrics.NO_REFERENCE_METRICS[name](jnp.asarray(sources, jnp.float32),
+                                                      jnp.asarray(fused, jnp.float32)))
+    assert np.isfinite(expected)
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+def test_ms_ssim_matches_numpy_reference(reduce, large_set):
+    sources, fused = large_set
+    values = [ref_ms_ssim(s, fused) for s in sources]
+    expected = np.mean(values) if reduce == "mean" else np.sum(values)
+    actual = float(metrics.ms_ssim_fusion(sources, fused, reduce=reduce))
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_ssim_matches_skimage(image_set):
+    sources, fused = image_set
+    for source in sources:
+        expected = skimage.metrics.structural_similarity(
+            source, fused, data_range=255, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False)
+        np.testing.assert_allclose(float(metrics.ssim(source, fused)), expected,
+                                   rtol=RTOL, atol=ATOL)
+
+
+def test_qabf_matlab_ties_match_the_matlab_branch(image_set):
+    sources, fused = image_set
+    fused = np.maximum(sources[0], sources[1])  # F = A or B almost everywhere: many ties
+    expected = ref_qabf(sources, fused, matlab_ties=True)
+    actual = float(metrics.qabf(sources, fused, matlab_ties=True))
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+    paper = float(metrics.qabf(sources, fused))
+    np.testing.assert_allclose(paper, ref_qabf(sources, fused), rtol=RTOL, atol=ATOL)
+    assert 0 <= actual - paper <= 5.6e-4  # the documented bound of the branch
+
+
+@pytest.mark.parametrize("name", ["MI", "NMI", "FMI_pixel", "Qabf", "VIF", "SSIM_mean",
+                                  "SSIM_sum", "CC", "PSNR", "Qcb"])
+def test_three_sources_match_reference(name):
+    sources, fused = _camera_set(SHAPE)
+    third = _blur(fused, 1.0)
+    sources = np.concatenate([sources, third[None]])
+    expected = REFERENCES[name](sources, fused)
+    actual = float(metrics.NO_REFERENCE_METRICS[name](sources, fused))
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+
+
+# --------------------------------------------------------------------- analytic cases
+
+
+def test_entropy_analytic():
+    assert float(metrics.entropy(np.full(SHAPE, 77.0))) == 0.0
+    half = np.zeros(SHAPE)
+    half[:, SHAPE[1] // 2:] = 200
+    np.testing.assert_allclose(float(metrics.entropy(half)), 1.0, rtol=1e-6)
+    levels = np.arange(256, dtype=np.float64).reshape(16, 16)
+    np.testing.assert_allclose(float(metrics.entropy(levels)), 8.0, rtol=1e-6)
+
+
+def test_sf_and_ag_analytic():
+    constant = np.full(SHAPE, 123.0)
+    assert float(metrics.spatial_frequency(constant)) == 0.0
+    assert float(metrics.average_gradient(constant)) == 0.0
+    m, n = SHAPE
+    ramp = np.tile(np.arange(n, dtype=np.float64), (m, 1))  # +1 per column
+    np.testing.assert_allclose(float(metrics.spatial_frequency(ramp)), math.sqrt((n - 1) / n),
+                               rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.average_gradient(ramp)),
+                               m * n * math.sqrt(0.5) / ((m - 1) * (n - 1)), rtol=1e-6)
+
+
+def test_mi_of_fused_equal_to_a_source(image_set):
+    sources, _ = image_set
+    a, b = sources
+    mi = float(metrics.mutual_information(sources, a))
+    expected = ref_entropy(a) + ref_mi_pair(a, b)
+    np.testing.assert_allclose(mi, expected, rtol=RTOL)
+    # The same identity within the JAX functions: MI(A; A) = H(A).
+    np.testing.assert_allclose(mi, float(metrics.entropy(a))
+                               + float(metrics.mutual_information(np.stack([b, b]), a)) / 2,
+                               rtol=RTOL)
+
+
+QABF_MAX = (0.9994 / (1 + math.exp(-15 * 0.5))) * (0.9879 / (1 + math.exp(-22 * 0.2)))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_equal_images_give_the_maximum(n):
+    image = _camera_set(SHAPE)[0][0]
+    sources = np.stack([image] * n)
+    expected = {"FMI_pixel": 1.0, "FMI_gradient": 1.0, "Qabf": QABF_MAX, "VIF": float(n),
+                "SSIM_mean": 1.0, "SSIM_sum": float(n), "CC": 1.0, "Qcb": 1.0,
+                "NMI": float(n), "PSNR": math.inf}
+    if n == 2:
+        expected["Qy"] = 1.0
+    for name, value in expected.items():
+        actual = float(metrics.NO_REFERENCE_METRICS[name](sources, image))
+        np.testing.assert_allclose(actual, value, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(QABF_MAX, 0.974794, atol=1e-6)  # the docstring's value
+
+
+def test_ms_ssim_of_equal_images_is_one():
+    image = _camera_set(LARGE_SHAPE)[0][0]
+    np.testing.assert_allclose(float(metrics.ms_ssim_fusion(np.stack([image, image]), image)),
+                               1.0, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.ms_ssim_fusion(np.stack([image, image]), image,
+                                                            reduce="sum")), 2.0, rtol=1e-6)
+
+
+def test_scd_of_the_sum_is_two(image_set):
+    sources, _ = image_set
+    np.testing.assert_allclose(float(metrics.scd(sources, sources[0] + sources[1])), 2.0,
+                               rtol=1e-5)
+
+
+def test_fusion_psnr_analytic():
+    a = _camera_set(SHAPE)[0][0]
+    sources = np.stack([a + 3.0, a - 3.0])
+    np.testing.assert_allclose(float(metrics.psnr_fusion(sources, a)),
+                               10 * math.log10(255 ** 2 / 9), rtol=1e-6)
+
+
+def test_reference_metrics():
+    reference = _camera_set(SHAPE)[0][0]
+    fused = np.clip(reference + 3.0, 0, 255)
+    assert float(metrics.mae(reference + 3.0, reference)) == pytest.approx(3.0, rel=1e-6)
+    np.testing.assert_allclose(float(metrics.psnr(fused, reference)),
+                               skimage.metrics.peak_signal_noise_ratio(reference, fused,
+                                                                       data_range=255),
+                               rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.ssim(fused, reference)), ref_ssim(fused, reference),
+                               rtol=RTOL)
+    assert float(metrics.ssim(reference, reference)) == pytest.approx(1.0, abs=1e-6)
+    assert float(metrics.psnr(reference, reference)) == math.inf
+
+
+def test_min_max_stretch_rounds_exact_ties_up():
+    # lo 9, hi 251: (130 - 9) / 242 * 255 = 127.5 exactly, which MATLAB rounds to 128;
+    # a division done as a multiplication by 1/242 would give 127.
+    rng = np.random.default_rng(11)
+    fused = rng.integers(9, 252, SHAPE).astype(np.float64)
+    fused[0, :2] = 9, 251
+    fused[1:6, :] = 130
+    sources = _random_set(SHAPE, seed=12)[0]
+    assert ref_normalize1(fused)[3, 3] == 128
+    for name, ref in (("NMI", ref_nmi), ("Qcb", ref_qcb)):
+        np.testing.assert_allclose(float(metrics.NO_REFERENCE_METRICS[name](sources, fused)),
+                                   ref(sources, fused), rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_qabf_is_scale_free_and_the_matlab_branch_is_not(image_set):
+    sources, _ = image_set
+    fused = np.maximum(sources[0], sources[1])
+    on_255 = float(metrics.qabf(sources, fused))
+    # Dividing by 256 is exact in floating point, so ties and sx == 0 survive the scaling
+    # (with /255 rounding moves some of them, a ~1e-4 effect).
+    np.testing.assert_allclose(float(metrics.qabf(sources / 256, fused / 256)), on_255,
+                               rtol=1e-6)
+    # The MATLAB branch on a 0-1 scale scores every tie with G = g_F < 1: lower values.
+    matlab_unit = float(metrics.qabf(sources / 256, fused / 256, matlab_ties=True))
+    np.testing.assert_allclose(matlab_unit, ref_qabf(sources / 256, fused / 256, True),
+                               rtol=RTOL)
+    assert matlab_unit < on_255
+
+
+# ---------------------------------------------------------------------------- batching
+
+
+def test_batched_equals_unbatched():
+    batch = [_random_set(SHAPE, seed=3), _camera_set(SHAPE)]
+    sources = np.stack([s for s, _ in batch], axis=1)   # (N, B, H, W)
+    fused = np.stack([f for _, f in batch])             # (B, H, W)
+    for name, metric in metrics.NO_REFERENCE_METRICS.items():
+        if not metric.applies_to(2, *SHAPE):
+            continue
+        batched = np.asarray(metric(sources, fused))
+        assert batched.shape == (2,), name
+        single = [float(metric(s, f)) for s, f in batch]
+        np.testing.assert_allclose(batched, single, rtol=1e-6, err_msg=name)
+    two_axes = np.asarray(metrics.qabf(sources[:, None], fused[None]))
+    assert two_axes.shape == (1, 2)
+
+
+def test_batched_ms_ssim_and_reference_metrics():
+    sets = [_random_set(LARGE_SHAPE, seed=4), _camera_set(LARGE_SHAPE)]
+    sources = np.stack([s for s, _ in sets], axis=1)
+    fused = np.stack([f for _, f in sets])
+    batched = np.asarray(metrics.ms_ssim_fusion(sources, fused))
+    single = [float(metrics.ms_ssim_fusion(s, f)) for s, f in sets]
+    np.testing.assert_allclose(batched, single, rtol=1e-6)
+    reference = sources[0]
+    for fn in (metrics.psnr, metrics.ssim, metrics.mae):
+        np.testing.assert_allclose(np.asarray(fn(fused, reference)),
+                                   [float(fn(f, r)) for f, r in zip(fused, reference)],
+                                   rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_different_sizes_raise():
+    sources, fused = _random_set(SHAPE)
+    with pytest.raises(IFCNNError, match="sizes must match"):
+        metrics.qabf(sources, fused[:, :-1])
+    with pytest.raises(IFCNNError, match="sizes must match"):
+        metrics.psnr(fused, fused[:-1])
+    with pytest.raises(IFCNNError, match="source 2 is 48x63"):
+        metrics.evaluate([sources[0], sources[1][:, :-1]], fused)
+    with pytest.raises(IFCNNError, match="reference image is 47x64"):
+        metrics.evaluate(sources, fused, reference=fused[:-1])
+
+
+def test_nan_and_range_raise():
+    sources, fused = _random_set(SHAPE)
+    broken = fused.copy()
+    broken[3, 4] = np.nan
+    with pytest.raises(IFCNNError, match="fused image contains NaN"):
+        metrics.evaluate(sources, broken)
+    broken[3, 4] = np.inf
+    with pytest.raises(IFCNNError, match="fused image contains infinite"):
+        metrics.evaluate(sources, broken)
+    with pytest.raises(IFCNNError, match="source 1 has values from .* 0-255 scale"):
+        metrics.evaluate([sources[0] * 2, sources[1]], fused)
+
+
+def test_source_count_and_size_rules():
+    sources, fused = _random_set(SHAPE)
+    with pytest.raises(IFCNNError, match="at least 2 sources"):
+        metrics.evaluate(sources[:1], fused)
+    with pytest.raises(IFCNNError, match="at least 2 sources"):
+        metrics.mutual_information(sources[:1], fused)
+    three = np.concatenate([sources, sources[:1]])
+    with pytest.raises(IFCNNError, match="exactly 2 sources"):
+        metrics.scd(three, fused)
+    with pytest.raises(IFCNNError, match="at least 176"):
+        metrics.ms_ssim_fusion(sources, fused)
+    with pytest.raises(IFCNNError, match="needs images of at least 176x176"):
+        metrics.evaluate(sources, fused, names=["MS_SSIM_mean"])
+    with pytest.raises(IFCNNError, match="metric Qy needs exactly 2 sources"):
+        metrics.evaluate(three, fused, names=["Qy"])
+    with pytest.raises(IFCNNError, match="unknown metric"):
+        metrics.evaluate(sources, fused, names=["BRISQUE"])
+    with pytest.raises(IFCNNError, match="needs a reference"):
+        metrics.evaluate(sources, fused, names=["PSNR_ref"])
+
+
+def test_evaluate_defaults_skip_what_does_not_apply():
+    sources, fused = _camera_set(SHAPE)
+    result = metrics.evaluate(sources, fused, reference=fused)
+    assert list(result) == list(metrics.ALL_METRICS)
+    assert math.isnan(result["MS_SSIM_mean"]) and math.isnan(result["MS_SSIM_sum"])
+    np.testing.assert_allclose(result["Qabf"], ref_qabf(sources, fused), rtol=RTOL)
+    np.testing.assert_allclose(result["SSIM_sum"], 2 * result["SSIM_mean"], rtol=1e-7)
+    assert result["MAE_ref"] == 0.0
+    three = metrics.evaluate(np.concatenate([sources, sources[:1]]), fused)
+    assert math.isnan(three["SCD"]) and math.isnan(three["Qy"])
+    np.testing.assert_allclose(three["MI"], ref_mi(np.concatenate([sources, sources[:1]]),
+                                                   fused), rtol=RTOL)
+    subset = metrics.evaluate(sources, fused, names=["EN", "Qy"])
+    assert list(subset) == ["EN", "Qy"]
+
+
+def test_colour_is_evaluated_on_luminance():
+    import cv2
+
+    rng = np.random.default_rng(7)
+    rgb = [rng.integers(0, 256, SHAPE + (3,), dtype=np.uint8) for _ in range(3)]
+    grays = [cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in rgb]
+    from_rgb = metrics.evaluate(rgb[:2], rgb[2], names=["EN", "MI", "Qabf"])
+    from_gray = metrics.evaluate(grays[:2], grays[2], names=["EN", "MI", "Qabf"])
+    assert from_rgb == from_gray
+    np.testing.assert_allclose(np.asarray(metrics.luminance(rgb[0].astype(np.float32))),
+                               rgb[0].astype(np.float64) @ [0.299, 0.587, 0.114], rtol=1e-6)
+    sixteen = (grays[0].astype(np.uint16) * 257)
+    np.testing.assert_array_equal(metrics.to_gray_255(sixteen), grays[0].astype(np.float32))
