@@ -19,7 +19,7 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ifcnn_jax.errors import IFCNNError  # noqa: E402
+from ifcnn_jax.errors import run_command  # noqa: E402
 
 SUBCOMMANDS = {
     "ifcnn": ("convert.ifcnn", "the authors' released IFCNN-MAX/SUM/MEAN state dicts"),
@@ -47,14 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except IFCNNError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing written", file=sys.stderr)
-        return 130
+    return run_command(lambda: args.run(args), interrupted="interrupted; nothing written")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.errors import IFCNNError, run_command
 from ifcnn_jax.testsets import TASKS, ImageGroup, ImageSet, find_groups, fused_image_path
 
 THUMBNAIL_HEIGHT = 160
@@ -519,18 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    try:
-        return run(args)
-    except IFCNNError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except OSError as exc:  # e.g. a full disk or a read-only output folder
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import types
 from collections import defaultdict
 from pathlib import Path
 
-from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.errors import IFCNNError, run_command
 from ifcnn_jax.image_io import IMAGE_SUFFIXES, is_image_path, read_image, write_image
 from ifcnn_jax.recipes import DEFAULT_RULE, TASKS
 
@@ -179,20 +179,13 @@ def _run_batch(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         if args.tile is not None and args.tile < 0:
             raise IFCNNError(f"--tile must be 0 (off) or a positive size, got {args.tile}")
         return _run_batch(args) if args.batch else _run_single(args)
-    except IFCNNError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except OSError as exc:  # e.g. a full disk or a read-only output folder
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
+
+    return run_command(body)
 
 
 class _CallableModule(types.ModuleType):

@@ -33,7 +33,7 @@ from flax import nnx
 from jax import lax
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.model import IFCNN
+from ifcnn_jax.model import IFCNN, fuse_features
 from ifcnn_jax.tiling import HALO, tiled_apply
 
 # Images with more pixels than this are tiled when ``tile`` is None.
@@ -175,13 +175,7 @@ def _replicate_strips(x: jax.Array, start: jax.Array, length: jax.Array, *, axis
 def _fuse_planar(features: jax.Array, num_sources: int, rule: str) -> jax.Array:
     c, s = features.shape[:2]
     grouped = features.reshape(c, num_sources, s // num_sources, *features.shape[2:])
-    if rule == "max":
-        return jnp.max(grouped, axis=1)
-    if rule == "sum":
-        return jnp.sum(grouped, axis=1)
-    if rule == "mean":
-        return jnp.mean(grouped, axis=1)
-    raise ValueError(f"unknown fuse rule {rule!r}")
+    return fuse_features(grouped, rule, axis=1)
 
 
 def _network_block(p: dict, window: jax.Array, top: jax.Array, left: jax.Array,

@@ -26,14 +26,14 @@ def replicate_pad(x: jax.Array, pad: int) -> jax.Array:
     return jnp.pad(x, widths, mode="edge")
 
 
-def fuse_features(features: jax.Array, rule: str) -> jax.Array:
-    """Combines per-source features ``(N, ...)`` elementwise over the source axis."""
+def fuse_features(features: jax.Array, rule: str, axis: int = 0) -> jax.Array:
+    """Combines per-source features elementwise over the source axis ``axis``."""
     if rule == "max":
-        return jnp.max(features, axis=0)
+        return jnp.max(features, axis=axis)
     if rule == "sum":
-        return jnp.sum(features, axis=0)
+        return jnp.sum(features, axis=axis)
     if rule == "mean":
-        return jnp.mean(features, axis=0)
+        return jnp.mean(features, axis=axis)
     raise ValueError(f"unknown fuse rule {rule!r}; expected one of {FUSE_RULES}")
 
 

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from ifcnn_jax import synthesis
-from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.errors import IFCNNError, run_command
 from ifcnn_jax.image_io import IMAGE_SUFFIXES, read_image, write_image
 
 DEPTH_SUFFIXES = (".npy",) + IMAGE_SUFFIXES
@@ -315,7 +315,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 on bad input)."""
     args = _parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         if args.crop_size < 0:
             raise IFCNNError(f"--crop-size must be >= 0, got {args.crop_size}")
         if args.num_sources < 2:
@@ -330,11 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             collection, args.out, count=args.count, seed=args.seed, crop_size=args.crop_size or None,
             num_sources=args.num_sources, radius_range=(args.radius_min, args.radius_max),
             focus_map=args.focus_map, flip=not args.no_flip, force=args.force, progress=not args.quiet)
-    except IFCNNError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.count} examples and {manifest}")
-    return 0
+        print(f"wrote {args.count} examples and {manifest}")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

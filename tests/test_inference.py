@@ -12,7 +12,8 @@ from ifcnn_jax import inference
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.inference import folded_params, forward
 from ifcnn_jax.model import load, model_from_params
-from tests.torch_reference import ReferenceIFCNN, load_reference, run_reference
+from tests.torch_reference import (load_reference, params_from_reference, random_reference,
+                                   run_reference)
 
 RELEASED = {"max": "IFCNN-MAX.pth", "sum": "IFCNN-SUM.pth", "mean": "IFCNN-MEAN.pth"}
 TOLERANCE = 1e-4  # largest absolute difference allowed against PyTorch
@@ -78,32 +79,9 @@ def test_jax_and_numpy_inputs_agree(released):
     assert _max_diff(forward(ours, sources, tile=0), forward(ours, jnp.asarray(sources), tile=0)) == 0
 
 
-def _random_reference(rule: str, seed: int) -> ReferenceIFCNN:
-    torch.manual_seed(seed)
-    model = ReferenceIFCNN(rule)
-    with torch.no_grad():
-        for block in (model.conv2, model.conv3):
-            block.bn.running_mean.uniform_(-0.5, 0.5)
-            block.bn.running_var.uniform_(0.5, 2.0)
-            block.bn.weight.uniform_(0.5, 1.5)
-            block.bn.bias.uniform_(-0.5, 0.5)
-    return model
-
-
-def _params_from(reference: ReferenceIFCNN) -> dict:
-    w = {k: v.detach().numpy().copy() for k, v in reference.state_dict().items()}
-    hwio = lambda a: np.transpose(a, (2, 3, 1, 0))  # noqa: E731
-    block = lambda n: {"conv": {"kernel": hwio(w[f"{n}.conv.weight"])},  # noqa: E731
-                       "bn": {"scale": w[f"{n}.bn.weight"], "bias": w[f"{n}.bn.bias"],
-                              "mean": w[f"{n}.bn.running_mean"], "var": w[f"{n}.bn.running_var"]}}
-    return {"conv1": {"kernel": hwio(w["conv1.weight"])}, "conv2": block("conv2"),
-            "conv3": block("conv3"), "conv4": {"kernel": hwio(w["conv4.weight"]),
-                                               "bias": w["conv4.bias"]}}
-
-
 def test_changed_weights_are_not_served_from_the_cache():
-    reference = _random_reference("max", seed=6).eval()
-    ours = model_from_params(_params_from(reference), "max")
+    reference = random_reference("max", seed=6).eval()
+    ours = model_from_params(params_from_reference(reference), "max")
     sources = _sources(2, 1, 23, 37, seed=6)
     assert _max_diff(forward(ours, sources, tile=0), run_reference(reference, sources)) <= TOLERANCE
     assert folded_params(ours) is folded_params(ours)  # unchanged weights: folded once
@@ -118,8 +96,8 @@ def test_changed_weights_are_not_served_from_the_cache():
 
 
 def test_training_mode_model_uses_batch_statistics_like_pytorch():
-    reference = _random_reference("mean", seed=7).train()
-    ours = model_from_params(_params_from(reference), "mean")
+    reference = random_reference("mean", seed=7).train()
+    ours = model_from_params(params_from_reference(reference), "mean")
     ours.train()
     sources = _sources(2, 2, 23, 37, seed=7)
     with torch.no_grad():

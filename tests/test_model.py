@@ -9,10 +9,10 @@ import pytest
 import torch
 from flax import nnx
 
-from ifcnn_jax.released import state_dict_to_params
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.model import IFCNN, load, model_from_params, new_ifcnn
-from tests.torch_reference import ReferenceIFCNN, load_reference, run_reference
+from tests.torch_reference import (ReferenceIFCNN, load_reference, params_from_reference,
+                                   random_reference, run_reference)
 
 RELEASED = {"max": "IFCNN-MAX.pth", "sum": "IFCNN-SUM.pth", "mean": "IFCNN-MEAN.pth"}
 
@@ -37,28 +37,10 @@ def test_released_models_match_pytorch(released_models, rule, num_sources):
     assert np.max(np.abs(got - expected)) <= 1e-4
 
 
-def _random_reference(rule: str, seed: int) -> ReferenceIFCNN:
-    torch.manual_seed(seed)
-    model = ReferenceIFCNN(rule)
-    with torch.no_grad():  # Non-trivial BatchNorm statistics expose layout mistakes.
-        for block in (model.conv2, model.conv3):
-            block.bn.running_mean.uniform_(-0.5, 0.5)
-            block.bn.running_var.uniform_(0.5, 2.0)
-            block.bn.weight.uniform_(0.5, 1.5)
-            block.bn.bias.uniform_(-0.5, 0.5)
-    return model
-
-
-def _params_from(reference: ReferenceIFCNN) -> dict:
-    state = {k: v.detach().numpy().copy() for k, v in reference.state_dict().items()
-             if not k.endswith("num_batches_tracked")}
-    return state_dict_to_params(state)
-
-
 @pytest.mark.parametrize("rule", ["max", "mean"])
 def test_training_mode_batch_statistics_match_pytorch(rule):
-    reference = _random_reference(rule, seed=1).train()
-    model = model_from_params(_params_from(reference), rule)
+    reference = random_reference(rule, seed=1).train()
+    model = model_from_params(params_from_reference(reference), rule)
     model.train()
     sources = np.random.default_rng(2).normal(size=(3, 4, 11, 13, 3)).astype(np.float32)
     expected = run_reference(reference, sources)  # updates torch's running stats, once per source
@@ -72,8 +54,8 @@ def test_training_mode_batch_statistics_match_pytorch(rule):
 
 
 def test_gradients_match_pytorch():
-    reference = _random_reference("max", seed=3).eval()
-    model = model_from_params(_params_from(reference), "max")
+    reference = random_reference("max", seed=3).eval()
+    model = model_from_params(params_from_reference(reference), "max")
     sources = np.random.default_rng(4).normal(size=(2, 2, 9, 10, 3)).astype(np.float32)
     target = np.random.default_rng(5).normal(size=(2, 9, 10, 3)).astype(np.float32)
 

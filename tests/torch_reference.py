@@ -56,3 +56,35 @@ def run_reference(model: ReferenceIFCNN, sources_nbhwc: np.ndarray) -> np.ndarra
     with torch.no_grad():
         tensors = [torch.from_numpy(np.ascontiguousarray(s)).permute(0, 3, 1, 2) for s in sources_nbhwc]
         return model(*tensors).permute(0, 2, 3, 1).numpy()
+
+
+def random_reference(rule: str, seed: int) -> ReferenceIFCNN:
+    """A randomly initialised reference model with non-trivial BatchNorm statistics and
+    affine parameters (the defaults 0/1 would hide layout mistakes)."""
+    torch.manual_seed(seed)
+    model = ReferenceIFCNN(rule)
+    with torch.no_grad():
+        for block in (model.conv2, model.conv3):
+            block.bn.running_mean.uniform_(-0.5, 0.5)
+            block.bn.running_var.uniform_(0.5, 2.0)
+            block.bn.weight.uniform_(0.5, 1.5)
+            block.bn.bias.uniform_(-0.5, 0.5)
+    return model
+
+
+def params_from_reference(reference: ReferenceIFCNN) -> dict:
+    """The reference's weights in ifcnn_jax's parameter tree, mapped here independently of
+    the converter (OIHW -> HWIO; BatchNorm weight/bias/running stats -> scale/bias/mean/var)."""
+    w = {k: v.detach().numpy().copy() for k, v in reference.state_dict().items()}
+
+    def hwio(a):
+        return np.transpose(a, (2, 3, 1, 0))
+
+    def block(n):
+        return {"conv": {"kernel": hwio(w[f"{n}.conv.weight"])},
+                "bn": {"scale": w[f"{n}.bn.weight"], "bias": w[f"{n}.bn.bias"],
+                       "mean": w[f"{n}.bn.running_mean"], "var": w[f"{n}.bn.running_var"]}}
+
+    return {"conv1": {"kernel": hwio(w["conv1.weight"])}, "conv2": block("conv2"),
+            "conv3": block("conv3"),
+            "conv4": {"kernel": hwio(w["conv4.weight"]), "bias": w["conv4.bias"]}}
