@@ -37,7 +37,6 @@ import os
 import re
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,12 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from ifcnn_jax.errors import IFCNNError, run_command
+from ifcnn_jax.figures import figure_png, thumbnail
+from ifcnn_jax.image_io import write_bytes_atomic
 from ifcnn_jax.testsets import TASKS, ImageGroup, ImageSet, find_groups, fused_image_path
-
-THUMBNAIL_HEIGHT = 160
-CAPTION_HEIGHT = 18
-TITLE_HEIGHT = 20
-PADDING = 6
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,78 +283,6 @@ def summary_rows(by_collection: dict[str, list[dict]], names: Sequence[str]) -> 
     return out
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary file beside ``path``, then renames it over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has only the small bitmap font
-        return ImageFont.load_default()
-
-
-def thumbnail(image: np.ndarray) -> "Image.Image":
-    """An RGB picture of ``image`` (gray or RGB; uint8, uint16 or float 0-1), 160 px high."""
-    from PIL import Image
-
-    if image.dtype == np.uint16:
-        image = (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = np.clip(on_255_scale(image) + 0.5, 0, 255).astype(np.uint8)
-    picture = Image.fromarray(image).convert("RGB")
-    scale = THUMBNAIL_HEIGHT / picture.height
-    return picture.resize((max(1, round(picture.width * scale)), THUMBNAIL_HEIGHT),
-                          Image.Resampling.LANCZOS)
-
-
-def figure_png(rows: list[tuple[str, list[tuple[str, "Image.Image"]]]]) -> bytes:
-    """PNG bytes: one row per group, its title, then each thumbnail with a caption."""
-    from PIL import Image, ImageDraw
-
-    font, title_font = _font(12), _font(14)
-    width = max(PADDING + sum(t.width + PADDING for _, t in images) for _, images in rows)
-    row_height = TITLE_HEIGHT + THUMBNAIL_HEIGHT + CAPTION_HEIGHT + PADDING
-    canvas = Image.new("RGB", (width, PADDING + row_height * len(rows)), "white")
-    draw = ImageDraw.Draw(canvas)
-    y = PADDING
-    for title, images in rows:
-        draw.text((PADDING, y + 2), title, fill="black", font=title_font)
-        x = PADDING
-        for caption, thumb in images:
-            canvas.paste(thumb, (x, y + TITLE_HEIGHT))
-            text = _fit(draw, caption, font, thumb.width)
-            draw.text((x, y + TITLE_HEIGHT + THUMBNAIL_HEIGHT + 2), text, fill="black", font=font)
-            x += thumb.width + PADDING
-        y += row_height
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _fit(draw, text: str, font, width: int) -> str:
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "set"
 
@@ -460,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
         _refuse_overwriting_sources(out_dir / name, inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, content in outputs.items():
-        write_atomic(out_dir / name, content())
+        write_bytes_atomic(out_dir / name, content())
     written = list(outputs)
     elapsed = time.perf_counter() - start
     if not args.quiet:

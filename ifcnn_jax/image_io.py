@@ -97,10 +97,20 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise IFCNNError(f"{path}: output folder {folder} does not exist")
+    return write_bytes_atomic(path, encoded.tobytes())
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes ``data`` to a temporary file beside ``path`` and renames it over ``path``:
+    readers see the old file or the new one, never a part. Creates missing parent
+    folders; the file gets the usual permissions (0666 less the umask)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
+            f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:

@@ -12,7 +12,6 @@ import urllib.error
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import torchvision
 

@@ -11,7 +11,7 @@ from flax import nnx
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.model import IFCNN, load, model_from_params, new_ifcnn
-from tests.torch_reference import (ReferenceIFCNN, load_reference, params_from_reference,
+from tests.torch_reference import (load_reference, params_from_reference,
                                    random_reference, run_reference)
 
 RELEASED = {"max": "IFCNN-MAX.pth", "sum": "IFCNN-SUM.pth", "mean": "IFCNN-MEAN.pth"}

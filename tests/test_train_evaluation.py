@@ -29,19 +29,21 @@ def test_reference_scores_match_scikit_image():
         assert abs(scores["ssim" + suffix] - ssim) < 1e-4
 
 
-def test_grid_layout(tmp_path):
-    cells = [[np.full((8, 10, 3), 10 * (3 * r + c), np.uint8) for c in range(3)] for r in range(2)]
-    grid = evaluation.image_grid(cells, min_height=16, gap=2)
-    assert grid.shape == (2 * (16 + 2) + 2, 3 * (20 + 2) + 2, 3)
-    assert (grid[:2] == 255).all() and (grid[:, :2] == 255).all()
-    for r in range(2):
-        for c in range(3):
-            y, x = 2 + r * 18, 2 + c * 22
-            assert (grid[y:y + 16, x:x + 20] == 10 * (3 * r + c)).all()
+def test_grid_shows_sources_average_fused_and_ground_truth(tmp_path):
+    from ifcnn_jax.figures import CAPTION_HEIGHT, PADDING, TITLE_HEIGHT
+
     sources = np.zeros((2, 2, 8, 8, 3), np.uint8)
     sources[:, 1] = 200
     path = evaluation.write_grid(tmp_path / "g" / "grid.png", sources, np.full((2, 8, 8, 3), 50.0),
                                  np.full((2, 8, 8, 3), 60, np.uint8))
-    written = cv2.imread(str(path))
-    assert written.shape[1] == 5 * (128 + 4) + 4  # A, B, average, fused, ground truth
-    assert written[4 + 64, 4 + 2 * 132 + 64, 0] == 100  # the average of 0 and 200
+    written = cv2.imread(str(path))[..., ::-1]
+    h = evaluation.GRID_HEIGHT
+    row = TITLE_HEIGHT + h + CAPTION_HEIGHT + PADDING
+    assert written.shape == (PADDING + 2 * row, PADDING + 5 * (h + PADDING), 3)
+    # Each cell, in order A, B, average, fused, ground truth, in both rows.
+    for r in range(2):
+        y = PADDING + r * row + TITLE_HEIGHT + h // 2
+        for c, value in enumerate([0, 200, 100, 50, 60]):
+            x = PADDING + c * (h + PADDING) + h // 2
+            assert (written[y, x] == value).all(), (r, c)
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["grid.png"]

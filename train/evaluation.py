@@ -10,12 +10,15 @@ to beat).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from ifcnn_jax import metrics
 from ifcnn_jax.errors import IFCNNError
+
+
+GRID_HEIGHT = 128
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -38,37 +41,25 @@ def reference_scores(fused: np.ndarray, sources: np.ndarray, target: np.ndarray)
     }
 
 
-def image_grid(rows: Sequence[Sequence[np.ndarray]], *, min_height: int = 128, gap: int = 4) -> np.ndarray:
-    """Tiles rows of equally sized HxWx3 uint8 images into one RGB image, white gaps
-    between them; small images are enlarged (nearest neighbour) to ``min_height``."""
-    height, width = rows[0][0].shape[:2]
-    scale = max(1, -(-min_height // height))
-    cells = [[np.repeat(np.repeat(cell, scale, 0), scale, 1) for cell in row] for row in rows]
-    h, w = height * scale, width * scale
-    columns = max(len(row) for row in cells)
-    grid = np.full((len(cells) * (h + gap) + gap, columns * (w + gap) + gap, 3), 255, np.uint8)
-    for r, row in enumerate(cells):
-        for c, cell in enumerate(row):
-            y, x = gap + r * (h + gap), gap + c * (w + gap)
-            grid[y:y + h, x:x + w] = cell
-    return grid
-
-
 def write_grid(path: Path, sources: np.ndarray, fused: np.ndarray, target: np.ndarray | None) -> Path:
-    """Writes a PNG with one row per example: the sources, their average, the fused
-    image and (when given) the ground truth. Arrays as in :func:`reference_scores`."""
-    from ifcnn_jax.image_io import write_image
+    """Writes a captioned PNG with one row per example: the sources, their average, the
+    fused image and (when given) the ground truth. Arrays as in :func:`reference_scores`."""
+    from ifcnn_jax.figures import figure_png, thumbnail
+    from ifcnn_jax.image_io import write_bytes_atomic
+
+    def cell(caption: str, image: np.ndarray):
+        # Small crops are enlarged without smoothing, so what the network saw stays visible.
+        return caption, thumbnail(to_uint8(image), GRID_HEIGHT, smooth=False)
 
     rows = []
     for i in range(len(fused)):
-        row = [to_uint8(s) for s in sources[i]]
-        row.append(to_uint8(np.mean(np.asarray(sources[i], np.float32), axis=0)))
-        row.append(to_uint8(fused[i]))
+        cells = [cell(f"source {chr(ord('A') + k)}", s) for k, s in enumerate(sources[i])]
+        cells.append(cell("average", np.mean(np.asarray(sources[i], np.float32), axis=0)))
+        cells.append(cell("fused", fused[i]))
         if target is not None:
-            row.append(to_uint8(target[i]))
-        rows.append(row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_image(path, image_grid(rows))
+            cells.append(cell("ground truth", target[i]))
+        rows.append((f"example {i + 1}", cells))
+    return write_bytes_atomic(path, figure_png(rows))
 
 
 def real_pairs(folder: str) -> list[tuple[str, list[np.ndarray]]]:
