@@ -117,77 +117,86 @@ def fusion_case(name: str, description: str, models: Models, num_sources: int, b
                 max_abs_diff=float(np.max(np.abs(ours - theirs))))
 
 
-def train_step_case(jax_device: jax.Device, torch_device: str, batch: int = 8, size: int = 128,
-                    seed: int = 0) -> Case:
-    """One optimisation step of IFCNN, pixel MSE + perceptual MSE on ResNet-101 layer1
-    features, Adam (lr 1e-4), two sources, on both sides. The ResNets are randomly
-    initialised (nothing is downloaded; the cost does not depend on the values)."""
-    import optax
+TRAIN_STEP_DESCRIPTION = ("one training step, batch {batch}, {size}x{size} crops, 2 sources, pixel + "
+                          "perceptual (ResNet-101 layer1) loss, Adam, conv1 frozen")
+
+
+def jax_train_step(jax_device: jax.Device | None = None, batch: int = 8, size: int = 128,
+                   seed: int = 0) -> Callable[[], object]:
+    """One repetition of the project's real training step: ``train.train.make_train_step``
+    on the default config (IFCNN-MAX, conv1 frozen, pixel + perceptual loss on
+    ResNet-101 ``layer1``, Adam through ``make_optimizer``), a uint8 batch of 2 sources
+    as the input pipeline delivers it, jitted and sharded as ``train_and_evaluate`` does
+    it: over every device of ``jax_device``'s platform (batch-sharded when there are
+    several, as under ``python -m train.main`` on a multi-core CPU). The ResNet-101 is
+    randomly initialised (nothing is downloaded; the cost does not depend on the values)."""
+    from flax import nnx
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from ifcnn_jax.resnet import ResNet101
+    from train import train as training
+    from train.configs import default
+
+    config = default.get_config()
+    config.batch_size, config.data.crop_size, config.seed = batch, size, seed
+    devices = jax.devices(jax_device.platform) if jax_device is not None else jax.devices()
+    mesh = Mesh(np.asarray(devices), (training.DATA_AXIS,))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_sharding = NamedSharding(mesh, PartitionSpec(training.DATA_AXIS))
+    params, batch_stats = training.initial_model(config)
+    optimizer = training.make_optimizer(config, params)
+    resnet_graphdef, resnet_state = nnx.split(ResNet101(rngs=nnx.Rngs(seed)))
+    state = training.replicate({"step": np.zeros((), np.int32), "params": params,
+                                "batch_stats": batch_stats,
+                                "opt_state": jax.tree.map(np.asarray, optimizer.init(params))},
+                               replicated)
+    resnet_state = training.replicate(resnet_state, replicated)
+    rng = np.random.default_rng(seed)
+    inputs = training.shard_batch(
+        {"sources": rng.integers(0, 256, (batch, 2, size, size, 3), dtype=np.uint8),
+         "target": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)}, batch_sharding)
+    step = jax.jit(training.make_train_step(config, optimizer, resnet_graphdef),
+                   in_shardings=(replicated, batch_sharding, replicated),
+                   out_shardings=(replicated, replicated))
+    holder = {"state": state}
+
+    def run_jax():
+        with jax.set_mesh(mesh):
+            holder["state"], metrics = step(holder["state"], inputs, resnet_state)
+        return metrics["loss"].block_until_ready()
+
+    return run_jax
+
+
+def torch_train_step(torch_device: str, batch: int = 8, size: int = 128,
+                     seed: int = 0) -> Callable[[], object]:
+    """The same step in PyTorch: the reference IFCNN in training mode with conv1 frozen,
+    torchvision's ResNet-101 (random, frozen) up to layer1, pixel + perceptual MSE,
+    Adam (lr 1e-4) over the trained parameters."""
     import torch
     import torchvision
-    from flax import nnx
 
-    from ifcnn_jax.losses import perceptual_loss, pixel_loss
-    from ifcnn_jax.model import new_ifcnn
-    from ifcnn_jax.resnet import ResNet101
     from tests.torch_reference import ReferenceIFCNN
 
     rng = np.random.default_rng(seed)
     sources = rng.normal(size=(2, batch, size, size, 3)).astype(np.float32)
     target = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
-
-    with jax.default_device(jax_device):
-        model = new_ifcnn("max", seed=seed)
-        graphdef, param_state, stat_state = nnx.split(model, nnx.Param, nnx.BatchStat)
-        params, batch_stats = nnx.to_pure_dict(param_state), nnx.to_pure_dict(stat_state)
-        resnet_graphdef, resnet_state = nnx.split(ResNet101(rngs=nnx.Rngs(seed)))
-        optimizer = optax.adam(1e-4)
-        opt_state = optimizer.init(params)
-        sources_jax = jax.device_put(sources, jax_device)
-        target_jax = jax.device_put(target, jax_device)
-
-    def loss_fn(params, batch_stats, resnet_state, sources, target):
-        # Fresh states from pure dicts inside the trace: BatchNorm (training mode)
-        # writes its running statistics into them.
-        p, s = jax.tree.map(lambda x: x, param_state), jax.tree.map(lambda x: x, stat_state)
-        nnx.replace_by_pure_dict(p, params)
-        nnx.replace_by_pure_dict(s, batch_stats)
-        net = nnx.merge(graphdef, p, s)
-        fused = net(sources)
-        resnet = nnx.merge(resnet_graphdef, resnet_state)
-        loss = pixel_loss(fused, target) + perceptual_loss(fused, target, resnet, taps=("layer1",))
-        return loss, nnx.to_pure_dict(nnx.state(net, nnx.BatchStat))
-
-    @jax.jit
-    def step(params, batch_stats, opt_state, resnet_state, sources, target):
-        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch_stats, resnet_state, sources, target)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_stats, opt_state, loss
-
-    state = {"params": params, "batch_stats": batch_stats, "opt_state": opt_state}
-
-    def run_jax():
-        p, s, o, loss = step(state["params"], state["batch_stats"], state["opt_state"],
-                             resnet_state, sources_jax, target_jax)
-        state.update(params=p, batch_stats=s, opt_state=o)
-        return loss.block_until_ready()
-
     torch.manual_seed(seed)
-    net_torch = ReferenceIFCNN("max").train().to(torch_device)
+    net = ReferenceIFCNN("max").train().to(torch_device)
+    net.conv1.weight.requires_grad_(False)  # frozen, as in the JAX config (and the paper)
     resnet = torchvision.models.resnet101(weights=None).eval().to(torch_device)
     layer1 = torch.nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
                                  resnet.layer1)
     for p in layer1.parameters():
         p.requires_grad_(False)
-    adam = torch.optim.Adam(net_torch.parameters(), lr=1e-4)
+    adam = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
     to_nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
     sources_torch = [to_nchw(s).to(torch_device) for s in sources]
     target_torch = to_nchw(target).to(torch_device)
 
     def run_torch():
         adam.zero_grad(set_to_none=True)
-        fused = net_torch(*sources_torch)
+        fused = net(*sources_torch)
         with torch.no_grad():
             target_features = layer1(target_torch)
         loss = (torch.nn.functional.mse_loss(fused, target_torch)
@@ -197,6 +206,15 @@ def train_step_case(jax_device: jax.Device, torch_device: str, batch: int = 8, s
         _torch_sync(torch_device)
         return loss
 
-    return Case("train_step", f"one training step, batch {batch}, {size}x{size} crops, 2 sources, "
-                "pixel + perceptual (ResNet-101 layer1) loss, Adam", run_jax, run_torch,
-                images=batch)
+    return run_torch
+
+
+def train_step_case(jax_device: jax.Device, torch_device: str, batch: int = 8, size: int = 128,
+                    seed: int = 0, run_jax: Callable[[], object] | None = None) -> Case:
+    """The train_step case; ``run_jax`` replaces the in-process JAX step (bench/run.py
+    passes one that runs the step in a worker process with ``train.main``'s process
+    settings)."""
+    if run_jax is None:
+        run_jax = jax_train_step(jax_device, batch, size, seed)
+    return Case("train_step", TRAIN_STEP_DESCRIPTION.format(batch=batch, size=size), run_jax,
+                torch_train_step(torch_device, batch, size, seed), images=batch)

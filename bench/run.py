@@ -5,7 +5,12 @@
 Cases (see the README's performance table and bench/NOTES.md):
   fuse_pair   one 520x520 RGB pair, MAX model, float32, batch 1 (model time only)
   fuse_batch  8 pairs of 256x256
-  train_step  one training step, batch 8, 128x128 crops, pixel + perceptual loss
+  train_step  one training step, batch 8, 128x128 crops, pixel + perceptual loss: the
+              project's train step (train.train.make_train_step), run on the CPU in a
+              worker process with the settings that `python -m train.main` applies to
+              itself (one XLA CPU device per core, malloc keeping freed memory; see
+              train/main.py), so that it measures what training users get;
+              --keep-freed-memory gives the PyTorch side the same allocator settings
   large_pair  a synthetic 8192x8192 gray pair: wall time and peak resident memory,
               in a fresh process (PyTorch cannot hold this image; no ratio)
 
@@ -160,6 +165,61 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+class TrainStepWorker:
+    """The JAX train step in a worker process (``--worker train_step``), one
+    repetition per call, so that it runs under ``train.main``'s process settings while
+    the PyTorch repetitions still interleave with it."""
+
+    def __init__(self, device: str):
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", "train_step",
+                   "--device", device]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, cwd=REPO_ROOT)
+        self.info = self._reply()
+        self.times: list[dict] = []  # the worker's own wall and CPU time per repetition
+
+    def _reply(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"train_step worker exited with {self.process.wait()}")
+        return json.loads(line)
+
+    def __call__(self) -> None:
+        self.process.stdin.write("run\n")
+        self.process.stdin.flush()
+        self.times.append(self._reply())
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
+
+
+def train_step_worker(device: str) -> int:
+    """Worker side of :class:`TrainStepWorker`: reads ``run`` lines, answers JSON."""
+    from train.main import keep_freed_memory, one_cpu_device_per_core
+
+    # Before JAX starts, as python -m train.main does (batch 8: the case's batch).
+    applied = keep_freed_memory()
+    devices = one_cpu_device_per_core(8) if device == "cpu" else 1
+    import jax
+
+    from bench.cases import jax_train_step
+
+    run = jax_train_step(jax.devices(device)[0])
+    run()  # compile outside the timed repetitions
+    print(json.dumps({"ready": True, "keep_freed_memory": applied, "cpu_devices": devices,
+                      "devices": jax.device_count(device)}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        run()
+        print(json.dumps({"wall_s": time.perf_counter() - start_wall,
+                          "cpu_s": time.process_time() - start_cpu}), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
@@ -173,7 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-size", type=int, default=8192, help="side of the large pair")
     parser.add_argument("--large-paths", default="recipe,forward",
                         help="large_pair: 'recipe' (ifcnn_jax.fuse), 'forward' (network only)")
+    parser.add_argument("--train-step-in-process", action="store_true",
+                        help="train_step: run the JAX step in this process (default allocator)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="apply train.main's allocator settings to this process too "
+                             "(PyTorch and the fusion cases)")
+    parser.add_argument("--worker", choices=("train_step",), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        return train_step_worker(args.device)
+    if args.keep_freed_memory:
+        from train.main import keep_freed_memory
+
+        if not keep_freed_memory():
+            parser.error("--keep-freed-memory: not applied (not glibc, or MALLOC_*/GLIBC_TUNABLES set)")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
@@ -200,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
               "device": f"{args.device} ({jax_device.device_kind})", "machine": machine,
               "versions": versions(),
               "settings": {"reps": reps, "warmup": warmup, "torch_threads": torch_threads,
-                           "torch_device": torch_device},
+                           "torch_device": torch_device,
+                           "keep_freed_memory_in_this_process": args.keep_freed_memory},
               "conditions": {"loadavg_start": list(os.getloadavg())}, "cases": {}}
     models = None
     for name in cases:
@@ -215,7 +289,22 @@ def main(argv: list[str] | None = None) -> int:
             case = bench_cases.fusion_case(name, "8 pairs of 256x256 RGB, MAX, float32",
                                            models, 2, 8, 256, jax_device, torch_device)
         elif name == "train_step":
-            case = bench_cases.train_step_case(jax_device, torch_device)
+            worker = None
+            if args.device == "cpu" and not args.train_step_in_process:
+                worker = TrainStepWorker(args.device)
+                report["settings"]["train_step_worker"] = worker.info
+            try:
+                case = bench_cases.train_step_case(jax_device, torch_device, run_jax=worker)
+                report["cases"][name] = timed_case(case, reps, warmup)
+            finally:
+                if worker is not None:
+                    worker.close()
+            if worker is not None:  # the worker's own clocks, timed repetitions only
+                report["cases"][name]["jax_worker_times"] = worker.times[warmup:]
+            r = report["cases"][name]
+            print(f"[bench] {name}: jax {r['jax_s']:.3f} s, torch {r['torch_s']:.3f} s, "
+                  f"ratio {r['ratio']:.2f}", file=sys.stderr, flush=True)
+            continue
         else:
             report["cases"][name] = large_pair(args.large_size, args.device,
                                                args.large_paths.split(","))

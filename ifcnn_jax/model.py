@@ -7,12 +7,15 @@ call signature; every source runs through the same conv1/conv2 weights.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from ifcnn_jax.conv_ops import conv_replicate
 
 FuseRule = Literal["max", "sum", "mean"]
 FUSE_RULES: tuple[str, ...] = ("max", "sum", "mean")
@@ -29,7 +32,11 @@ def replicate_pad(x: jax.Array, pad: int) -> jax.Array:
 def fuse_features(features: jax.Array, rule: str, axis: int = 0) -> jax.Array:
     """Combines per-source features elementwise over the source axis ``axis``."""
     if rule == "max":
-        return jnp.max(features, axis=axis)
+        # Pairwise maxima, as the reference folds its sources: XLA on CPU runs and
+        # differentiates this faster than a max-reduction (bench/NOTES.md), and ties
+        # share the gradient as in PyTorch's torch.max(a, b).
+        sources = jnp.moveaxis(features, axis, 0)
+        return functools.reduce(jnp.maximum, [sources[i] for i in range(sources.shape[0])])
     if rule == "sum":
         return jnp.sum(features, axis=axis)
     if rule == "mean":
@@ -98,10 +105,8 @@ class ConvBlock(nnx.Module):
         self.bn = BatchNorm(features)
 
     def __call__(self, x: jax.Array, group_axes: int = 0) -> jax.Array:
-        lead = x.shape[:-3]
-        padded = replicate_pad(x, 1)
-        y = self.conv(padded.reshape((-1,) + padded.shape[-3:]))
-        y = y.reshape(lead + y.shape[1:])
+        # The kernel is nnx.Conv's; the convolution is ifcnn_jax.conv_ops' (fast on CPU).
+        y = conv_replicate(x, self.conv.kernel[...])
         return jax.nn.relu(self.bn(y, group_axes=group_axes))
 
 
@@ -129,13 +134,13 @@ class IFCNN(nnx.Module):
     def __call__(self, sources: jax.Array) -> jax.Array:
         if sources.ndim != 5 or sources.shape[-1] != 3:
             raise ValueError(f"IFCNN expects stacked sources (N, B, H, W, 3), got {sources.shape}")
-        n, b, h, w, _ = sources.shape
-        x = replicate_pad(sources, 3).reshape(n * b, h + 6, w + 6, 3)
-        x = self.conv1(x).reshape(n, b, h, w, FEATURES)
+        x = conv_replicate(sources, self.conv1.kernel[...])
         x = self.conv2(x, group_axes=1)
         x = fuse_features(x, self.fuse_rule)
         x = self.conv3(x)
-        return self.conv4(x)
+        # The 1x1 conv4 as a matrix product: XLA's convolution transposes its operands
+        # for the kernel gradient.
+        return jnp.dot(x, self.conv4.kernel[0, 0]) + self.conv4.bias[...]
 
 
 def new_ifcnn(fuse_rule: FuseRule = "max", *, conv1_from: str | None = None,

@@ -355,7 +355,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if count < config.eval_batch_size:  # pad: one compiled shape for every chunk
                 pad = np.repeat(sources[-1:], config.eval_batch_size - count, axis=0)
                 sources = np.concatenate([sources, pad])
-            fused = fuse(state["params"], state["batch_stats"], replicate(sources, eval_sharding))
+            with jax.set_mesh(mesh):  # as for the train step: conv_ops per device
+                fused = fuse(state["params"], state["batch_stats"], replicate(sources, eval_sharding))
             outputs.append(to_host(fused)[:count])
         fused = np.concatenate(outputs)
         scores = {f"eval/{k}": v for k, v in
@@ -389,7 +390,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
         while step < last_step:
             batch = shard_batch(next(iterator), batch_sharding)
-            state, step_metrics = train_step(state, batch, resnet_state)
+            # The mesh context lets ifcnn_jax.conv_ops convolve each device's own images
+            # (without it, XLA would gather the sharded batch onto every device).
+            with jax.set_mesh(mesh):
+                state, step_metrics = train_step(state, batch, resnet_state)
             step_metrics = {k: float(to_host(v)) for k, v in step_metrics.items()}
             if not math.isfinite(step_metrics["loss"]):
                 kept = (f"the last good checkpoint (step {last_saved}) is kept in "
