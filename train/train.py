@@ -311,6 +311,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
     params, batch_stats = initial_model(config)
+    if config.conv1_checkpoint:
+        _say(f"conv1 (frozen): from {config.conv1_checkpoint}")
+    else:
+        _say(f"conv1 (frozen): {config.conv1_init} initialisation (config.conv1_checkpoint is empty; "
+             "the paper uses ResNet-101's conv1)")
     optimizer = make_optimizer(config, params)
     host_state = {"step": np.zeros((), np.int32), "params": params, "batch_stats": batch_stats,
                   "opt_state": jax.tree.map(np.asarray, optimizer.init(params))}
