@@ -54,7 +54,7 @@ def load_models(torch_device: str) -> Models:
     import torch
 
     from ifcnn_jax.model import model_from_params
-    from tests.torch_reference import ReferenceIFCNN
+    from tests.torch_reference import ReferenceIFCNN, params_from_reference
 
     reference = ReferenceIFCNN("max")
     found = release_dir()
@@ -64,21 +64,8 @@ def load_models(torch_device: str) -> Models:
         weights = "released IFCNN-MAX.pth"
     else:
         weights = "random (release files not found)"
-    jax_model = model_from_params(_params_from_torch(reference), "max")
+    jax_model = model_from_params(params_from_reference(reference), "max")
     return Models(jax_model, reference.eval().to(torch_device), weights)
-
-
-def _params_from_torch(reference) -> dict:
-    """Our parameter tree from the reference module (conv weights OIHW -> HWIO)."""
-    w = {k: v.detach().cpu().numpy() for k, v in reference.state_dict().items()}
-    hwio = lambda a: np.transpose(a, (2, 3, 1, 0))  # noqa: E731
-    block = lambda name: {"conv": {"kernel": hwio(w[f"{name}.conv.weight"])},  # noqa: E731
-                          "bn": {"scale": w[f"{name}.bn.weight"], "bias": w[f"{name}.bn.bias"],
-                                 "mean": w[f"{name}.bn.running_mean"],
-                                 "var": w[f"{name}.bn.running_var"]}}
-    return {"conv1": {"kernel": hwio(w["conv1.weight"])}, "conv2": block("conv2"),
-            "conv3": block("conv3"),
-            "conv4": {"kernel": hwio(w["conv4.weight"]), "bias": w["conv4.bias"]}}
 
 
 def _torch_sync(device: str) -> None:

@@ -7,7 +7,6 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,7 +15,7 @@ from ifcnn_jax.released import (IGNORED_SUFFIXES, check_state_dict, conv_kernel_
                                 strip_state_dict)
 
 __all__ = ["check_state_dict", "conv_kernel_to_hwio", "load_torch_state_dict", "refuse_existing",
-           "require_torch", "set_in_tree", "sha256_of", "IGNORED_SUFFIXES", "strip_state_dict"]
+           "require_torch", "sha256_of", "IGNORED_SUFFIXES", "strip_state_dict"]
 
 
 def require_torch():
@@ -70,13 +69,6 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         state[key] = value.detach().to(torch.float32).cpu().numpy()
     return strip_state_dict(state)
 
-
-def set_in_tree(tree: dict[str, Any], path: tuple[str, ...], value: np.ndarray) -> None:
-    """Sets ``tree[path[0]][path[1]]... = value``, creating dicts on the way."""
-    node = tree
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-    node[path[-1]] = value
 
 
 def refuse_existing(out_dir: str | os.PathLike, force: bool) -> None:

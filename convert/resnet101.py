@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from convert import common
+from ifcnn_jax import released
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.resnet import (BLOCKS_PER_LAYER, BOTTLENECK_WIDTHS, CHECKPOINT_KIND, EXPANSION,
                               LAYER_NAMES, STEM_FEATURES, TAPS)
@@ -89,11 +90,7 @@ def strip_classifier(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def state_dict_to_params(state: dict[str, np.ndarray]) -> dict:
     """Maps a checked torchvision ResNet-101 state dict to the tree of ``ResNet101``."""
-    params: dict = {}
-    for key, (path, is_kernel) in KEY_MAP.items():
-        value = state[key]
-        common.set_in_tree(params, path, common.conv_kernel_to_hwio(value) if is_kernel else value)
-    return params
+    return released.state_dict_to_params(state, KEY_MAP)
 
 
 def torchvision_features(state: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.ndarray]:

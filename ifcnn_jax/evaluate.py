@@ -45,7 +45,7 @@ import numpy as np
 
 from ifcnn_jax.errors import IFCNNError, run_command
 from ifcnn_jax.figures import figure_png, thumbnail
-from ifcnn_jax.image_io import write_bytes_atomic
+from ifcnn_jax.image_io import refuse_overwriting, write_bytes_atomic
 from ifcnn_jax.testsets import TASKS, ImageGroup, ImageSet, find_groups, fused_image_path
 
 
@@ -172,10 +172,7 @@ class FusedSource:
 
 
 def _refuse_overwriting_sources(path: Path, sources: Sequence[Path]) -> None:
-    target = path.resolve()
-    for src in sources:
-        if Path(src).resolve() == target:
-            raise IFCNNError(f"refusing to overwrite input image {src}; choose another --out")
+    refuse_overwriting(path, sources, what="input image", advice="; choose another --out")
 
 
 # ------------------------------------------------------------------------------ output

@@ -30,7 +30,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from ifcnn_jax.errors import IFCNNError, run_command
-from ifcnn_jax.image_io import IMAGE_SUFFIXES, is_image_path, read_image, write_image
+from ifcnn_jax.image_io import (IMAGE_SUFFIXES, is_image_path, read_image, refuse_overwriting,
+                                write_image)
 from ifcnn_jax.recipes import DEFAULT_RULE, TASKS
 
 _GROUP_SUFFIX = re.compile(r"^(?P<group>.+?)[-_ ][^-_ ]+$")
@@ -103,10 +104,7 @@ def group_folder(folder: Path) -> dict[str, list[Path]]:
 
 
 def _refuse_overwriting_sources(output: Path, sources: list[Path]) -> None:
-    out = output.resolve()
-    for src in sources:
-        if src.resolve() == out:
-            raise IFCNNError(f"refusing to overwrite source image {src} with the fused result")
+    refuse_overwriting(output, sources, advice=" with the fused result")
 
 
 def fuse_files(model, sources: list[Path], output: Path, task: str, tile: int | None) -> None:

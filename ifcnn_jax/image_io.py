@@ -72,6 +72,24 @@ def _to_rgb(image: np.ndarray, path: Path) -> np.ndarray:
     raise IFCNNError(f"{path}: unsupported image layout {image.shape}")
 
 
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    """uint8 as it is, uint16 (0-65535) or float (0-1, clipped) to uint8, rounded."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return np.round(image / 257.0).astype(np.uint8)
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def refuse_overwriting(output: str | os.PathLike, inputs, *, what: str = "source image",
+                       advice: str = "") -> None:
+    """Raises ``IFCNNError`` if ``output`` is (resolves to) one of the ``inputs`` files."""
+    target = Path(output).resolve()
+    for src in inputs:
+        if Path(src).resolve() == target:
+            raise IFCNNError(f"refusing to overwrite {what} {src}{advice}")
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Writes ``(H, W)`` gray or ``(H, W, 3)`` RGB (uint8, uint16, or float in [0, 1])
     atomically: to a temporary file in the same folder, then renamed over ``path``.

@@ -23,12 +23,6 @@ FEATURES = 64
 BN_EPSILON = 1e-5
 
 
-def replicate_pad(x: jax.Array, pad: int) -> jax.Array:
-    """Edge-pads the two spatial axes of a ``(..., H, W, C)`` array by ``pad`` pixels."""
-    widths = [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)]
-    return jnp.pad(x, widths, mode="edge")
-
-
 def fuse_features(features: jax.Array, rule: str, axis: int = 0) -> jax.Array:
     """Combines per-source features elementwise over the source axis ``axis``."""
     if rule == "max":

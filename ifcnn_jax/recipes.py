@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.image_io import to_8bit
 from ifcnn_jax.inference import forward
 from ifcnn_jax.model import IFCNN
 from ifcnn_jax.resnet import IMAGENET_MEAN as _IMAGENET_MEAN, IMAGENET_STD as _IMAGENET_STD
@@ -167,11 +168,17 @@ def _rgb_to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
-def _multifocus(model, images, names, task, tile):
+def _all_colour_or_all_gray(images: list[np.ndarray], names: list[str], task: str) -> list[bool]:
+    """Which sources are in colour; raises ``IFCNNError`` naming the gray ones in a mix."""
     colour = [is_colour(im) for im in images]
     if any(colour) and not all(colour):
         gray = [n for n, c in zip(names, colour) if not c]
-        raise IFCNNError(f"multifocus sources must be all colour or all gray; gray: {', '.join(gray)}")
+        raise IFCNNError(f"{task} sources must be all colour or all gray; gray: {', '.join(gray)}")
+    return colour
+
+
+def _multifocus(model, images, names, task, tile):
+    colour = _all_colour_or_all_gray(images, names, task)
     kind = _output_kind(images)
     fused = _run_network(model, images, IMAGENET_MEAN, IMAGENET_STD, tile)
     fused = _quantise(fused, kind)
@@ -191,8 +198,8 @@ def _gray_modalities(model, images, names, task, tile):
         return _rgb_to_gray(_quantise(fused, kind))
     # A colour source: fuse its luminance with the others, keep its chroma (8-bit path).
     index = colour.index(True)
-    ycbcr = pil_rgb_to_ycbcr(_to_uint8(images[index]))
-    lumas = [ycbcr[..., 0] if i == index else _to_uint8(_gray_channel(im))
+    ycbcr = pil_rgb_to_ycbcr(to_8bit(images[index]))
+    lumas = [ycbcr[..., 0] if i == index else to_8bit(_gray_channel(im))
              for i, im in enumerate(images)]
     fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile)
     y = _rgb_to_gray(_quantise(fused, "uint8"))
@@ -202,14 +209,6 @@ def _gray_modalities(model, images, names, task, tile):
 def _gray_channel(image: np.ndarray) -> np.ndarray:
     # Three equal channels (gray stored as RGB) carry one channel of information.
     return image[..., 0] if image.ndim == 3 else image
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return np.round(image / 257.0).astype(np.uint8)
-    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 def pil_rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
@@ -232,11 +231,8 @@ def fuse_chroma(planes: np.ndarray) -> np.ndarray:
 
 
 def _exposure(model, images, names, task, tile):
-    colour = [is_colour(im) for im in images]
-    if any(colour) and not all(colour):
-        gray = [n for n, c in zip(names, colour) if not c]
-        raise IFCNNError(f"exposure sources must be all colour or all gray; gray: {', '.join(gray)}")
-    images8 = [_to_uint8(im) for im in images]  # CLAHE and PIL's YCbCr work on 8 bits
+    colour = _all_colour_or_all_gray(images, names, task)
+    images8 = [to_8bit(im) for im in images]  # CLAHE and PIL's YCbCr work on 8 bits
     ycbcr = np.stack([pil_rgb_to_ycbcr(im) for im in images8]) if all(colour) else None
     lumas = list(ycbcr[..., 0]) if ycbcr is not None else [_gray_channel(im) for im in images8]
     fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile)

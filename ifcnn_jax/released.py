@@ -87,10 +87,13 @@ def strip_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def state_dict_to_params(state: Mapping[str, np.ndarray]) -> dict:
-    """Maps a checked IFCNN state dict to the parameter tree of ``ifcnn_jax.IFCNN``."""
+def state_dict_to_params(state: Mapping[str, np.ndarray],
+                         key_map: Mapping[str, tuple[tuple[str, ...], bool]] = KEY_MAP) -> dict:
+    """Maps a checked state dict to our parameter tree: each ``key_map`` entry gives a
+    torch key's path in the tree and whether it is a conv kernel (OIHW -> HWIO). The
+    default map is IFCNN's (the tree of ``ifcnn_jax.IFCNN``)."""
     params: dict = {}
-    for key, (path, is_kernel) in KEY_MAP.items():
+    for key, (path, is_kernel) in key_map.items():
         value = np.asarray(state[key], np.float32)
         node = params
         for part in path[:-1]:

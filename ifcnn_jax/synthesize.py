@@ -34,7 +34,6 @@ import functools
 import json
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -43,7 +42,7 @@ import numpy as np
 
 from ifcnn_jax import synthesis
 from ifcnn_jax.errors import IFCNNError, run_command
-from ifcnn_jax.image_io import IMAGE_SUFFIXES, read_image, write_image
+from ifcnn_jax.image_io import IMAGE_SUFFIXES, read_image, to_8bit, write_bytes_atomic, write_image
 
 DEPTH_SUFFIXES = (".npy",) + IMAGE_SUFFIXES
 SOURCE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -77,12 +76,7 @@ class PhotoCollection(Protocol):
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Reads an image file as HxWx3 RGB uint8 (gray copied to 3 channels, alpha
     dropped, 16-bit scaled to 8-bit). Raises ``IFCNNError`` naming the file."""
-    image = read_image(path)
-    if image.dtype == np.uint16:
-        image = np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = np.round(np.clip(image, 0, 1) * 255.0).astype(np.uint8)
-    return synthesis.to_rgb(image)
+    return synthesis.to_rgb(to_8bit(read_image(path)))
 
 
 def read_depth(path: str | os.PathLike) -> np.ndarray:
@@ -281,9 +275,7 @@ def write_dataset(collection: PhotoCollection, out: str | os.PathLike, *, count:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, json.dumps(data, indent=1).encode())
 
 
 def _parser() -> argparse.ArgumentParser:

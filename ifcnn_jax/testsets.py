@@ -45,8 +45,8 @@ from pathlib import Path
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.image_io import IMAGE_SUFFIXES, is_image_path
+from ifcnn_jax.recipes import TASKS
 
-TASKS: tuple[str, ...] = ("multifocus", "infrared", "medical", "exposure")
 TASK_BY_FOLDER: dict[str, str] = {"CMFDataset": "multifocus", "IVDataset": "infrared",
                                   "MDDataset": "medical", "MEDataset": "exposure"}
 MANIFEST_NAMES: tuple[str, ...] = ("manifest.json", "manifest.csv")

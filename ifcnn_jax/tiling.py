@@ -51,12 +51,6 @@ def tile_starts(length: int, tile: int) -> list[int]:
     return starts
 
 
-def clamped_indices(start: int, size: int, halo: int, length: int) -> np.ndarray:
-    """Indices of ``[start - halo, start + size + halo)`` clamped to ``[0, length)``:
-    reading them is replicate padding at the image border and nothing elsewhere."""
-    return np.clip(np.arange(start - halo, start + size + halo), 0, length - 1)
-
-
 def extract_window(sources: np.ndarray | jax.Array, top: int, left: int, height: int,
                    width: int, halo: int = HALO) -> np.ndarray | jax.Array:
     """The ``(N, B, height + 2 halo, width + 2 halo, C)`` window around a tile of stacked

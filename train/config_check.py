@@ -107,7 +107,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             for name in names:
                 if name not in SKIMAGE_PHOTOS:
                     _fail(key, names, f"unknown photo {name!r}; choose from {', '.join(SKIMAGE_PHOTOS)}")
-    one_of("data.focus_map", ("auto", "depth", "smooth", "shapes"))
+    from ifcnn_jax.synthesis import FOCUS_MAP_KINDS
+
+    one_of("data.focus_map", ("auto",) + FOCUS_MAP_KINDS)
     at_least("data.num_sources", 2)
     at_least("data.blur_radius_min", 1)
     if got["data.blur_radius_max"] < got["data.blur_radius_min"]:

@@ -16,14 +16,10 @@ import numpy as np
 
 from ifcnn_jax import metrics
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.synthesize import to_uint8
 
 
 GRID_HEIGHT = 128
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """0-255 float -> uint8, rounded and clipped (what an image file would hold)."""
-    return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
 
 def reference_scores(fused: np.ndarray, sources: np.ndarray, target: np.ndarray) -> dict[str, float]:

@@ -53,10 +53,16 @@ flags.DEFINE_enum("cpu_collectives", None, ["gloo", "mpi"], "Collectives for mul
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _explicit_processes() -> bool:
+    """Whether the processes of a multi-process run were given by hand."""
+    return bool(FLAGS.coordinator_address or FLAGS.num_processes is not None
+                or FLAGS.process_id is not None)
+
+
 def _initialize_distributed() -> None:
     import jax
 
-    explicit = FLAGS.coordinator_address or FLAGS.num_processes is not None or FLAGS.process_id is not None
+    explicit = _explicit_processes()
     if FLAGS.cpu_collectives:
         jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
     if explicit:
@@ -105,13 +111,12 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
-    from ifcnn_jax.errors import IFCNNError
+    from ifcnn_jax.errors import run_command
     from train.config_check import validate_config
 
-    try:
+    def body() -> int:
         validate_config(FLAGS.config)  # before JAX starts or anything is compiled
-        single_process = not (FLAGS.multihost or FLAGS.coordinator_address
-                              or FLAGS.num_processes is not None or FLAGS.process_id is not None)
+        single_process = not (FLAGS.multihost or _explicit_processes())
         if single_process and one_cpu_device_per_core(FLAGS.config.batch_size) > 1:
             print(f"XLA: {os.environ['XLA_FLAGS'].rsplit('=', 1)[1]} CPU devices, one per core "
                   "(set XLA_FLAGS to choose yourself)", flush=True)
@@ -119,10 +124,9 @@ def main(argv: list[str]) -> int:
         from train.train import train_and_evaluate
 
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except IFCNNError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    return 0
+        return 0
+
+    return run_command(body, interrupted="interrupted; the last complete checkpoint is kept")
 
 
 def parse_flags(argv: list[str]) -> list[str]:

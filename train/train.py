@@ -311,11 +311,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
     params, batch_stats = initial_model(config)
-    if config.conv1_checkpoint:
-        _say(f"conv1 (frozen): from {config.conv1_checkpoint}")
-    else:
-        _say(f"conv1 (frozen): {config.conv1_init} initialisation (config.conv1_checkpoint is empty; "
-             "the paper uses ResNet-101's conv1)")
     optimizer = make_optimizer(config, params)
     host_state = {"step": np.zeros((), np.int32), "params": params, "batch_stats": batch_stats,
                   "opt_state": jax.tree.map(np.asarray, optimizer.init(params))}
@@ -331,6 +326,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         _say(f"resuming from the checkpoint of step {latest} in {workdir_path / CHECKPOINT_SUBDIR}")
     else:
         state, data_state = replicate(host_state, replicated), None
+        conv1 = "conv1 (frozen)" if config.freeze_conv1 else "conv1"
+        _say(f"{conv1}: from {config.conv1_checkpoint}" if config.conv1_checkpoint else
+             f"{conv1}: {config.conv1_init} initialisation (config.conv1_checkpoint is empty; "
+             "the paper uses ResNet-101's conv1)")
     start_step = int(to_host(state["step"]))
     if data_state is not None and data_state.get("next_index") != start_step:
         raise IFCNNError(f"checkpoint of step {start_step} holds data iterator state {data_state}, "
