@@ -49,3 +49,15 @@ def converted_checkpoints(release_dir, tmp_path_factory) -> dict[str, Path]:
         assert convert_main(["ifcnn", str(release_dir / "snapshots" / name), str(out)]) == 0
         converted[rule] = out
     return converted
+
+
+@pytest.fixture(scope="session")
+def released_models(release_dir, converted_checkpoints) -> dict:
+    """{'max'|'sum'|'mean': (our model loaded from the converted checkpoint, the PyTorch
+    reference holding the same released weights)}. Shared: tests must not modify them."""
+    from ifcnn_jax.model import load
+    from tests.torch_reference import load_reference
+
+    return {rule: (load(str(converted_checkpoints[rule])),
+                   load_reference(release_dir / "snapshots" / name, rule))
+            for rule, name in RELEASED_RULES.items()}

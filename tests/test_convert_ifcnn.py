@@ -53,13 +53,6 @@ def _run(args, tmp_path):
     return proc.returncode, proc.stderr
 
 
-def _error_case(tmp_path, state, name="model-max.pth"):
-    src = tmp_path / name
-    if state is not None:
-        torch.save(state, src)
-    return src
-
-
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such file"),
     ("not_a_state_dict", "not a state dict"),

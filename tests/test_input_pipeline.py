@@ -9,17 +9,11 @@ import pytest
 from ifcnn_jax.errors import IFCNNError
 from train import input_pipeline
 from train.configs import default
+from tests.helpers import write_random_photos
 
 
 def photo_folder(path, count=5, size=(24, 30)):
-    path.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    photos = []
-    for i in range(count):
-        rgb = rng.integers(0, 256, size + (3,), dtype=np.uint8)
-        cv2.imwrite(str(path / f"p{i}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        photos.append(rgb)
-    return photos
+    return list(write_random_photos(path, count, size, prefix="p").values())
 
 
 def folder_config(folder, **overrides):
@@ -144,7 +138,7 @@ def test_collection_errors(tmp_path):
     small = folder_config(tmp_path / "few")
     small.data.crop_size = 64
     small.data.eval_holdout = 1
-    with pytest.raises(IFCNNError, match="p0.*smaller than the crop size|smaller than the crop size"):
+    with pytest.raises(IFCNNError, match=r"^photo p\d+: image of size \d+x\d+ is smaller than the crop size 64$"):
         input_pipeline.train_dataset(input_pipeline.make_collections(small.data)[0], small)[0]
 
 

@@ -11,18 +11,8 @@ from flax import nnx
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.model import IFCNN, load, model_from_params, new_ifcnn
-from tests.torch_reference import (load_reference, params_from_reference,
+from tests.torch_reference import (params_from_reference,
                                    random_reference, run_reference)
-
-RELEASED = {"max": "IFCNN-MAX.pth", "sum": "IFCNN-SUM.pth", "mean": "IFCNN-MEAN.pth"}
-
-
-@pytest.fixture(scope="module")
-def released_models(release_dir, converted_checkpoints):
-    return {rule: (load(str(converted_checkpoints[rule])),
-                   load_reference(release_dir / "snapshots" / name, rule))
-            for rule, name in RELEASED.items()}
-
 
 @pytest.mark.parametrize("rule", ["max", "sum", "mean"])
 @pytest.mark.parametrize("num_sources", [2, 3, 4])

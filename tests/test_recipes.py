@@ -15,15 +15,15 @@ from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.image_io import read_image
 from tests.conftest import release_dir_or_skip
 from tests.reference_recipes import _network_to_uint8, reference_exposure_recipe, reference_pair_recipe
-from tests.torch_reference import load_reference
 
 
 def _release_groups():
     """(id, task, [paths]) for every image set in the release's datasets/ folder."""
     try:
         datasets = release_dir_or_skip() / "datasets"
-    except BaseException:  # skip/fail is raised again inside the test through the fixture
-        return [pytest.param(None, None, None, id="release-files-missing")]
+    except (pytest.skip.Exception, pytest.fail.Exception):
+        # One placeholder case: its `released_models` fixture skips or fails again, with the message.
+        return [pytest.param(None, None, id="release-files-missing")]
     groups = []
     cmf = datasets / "CMFDataset"
     for a in sorted(cmf.glob("lytro-*-A.jpg")):
@@ -42,16 +42,6 @@ def _release_groups():
     return [pytest.param(t, paths, id=name) for name, t, paths in groups]
 
 
-@pytest.fixture(scope="module")
-def models(release_dir, converted_checkpoints):
-    return {
-        "max": (ifcnn_jax.load(str(converted_checkpoints["max"])),
-                load_reference(release_dir / "snapshots" / "IFCNN-MAX.pth", "max")),
-        "mean": (ifcnn_jax.load(str(converted_checkpoints["mean"])),
-                 load_reference(release_dir / "snapshots" / "IFCNN-MEAN.pth", "mean")),
-    }
-
-
 def _agreement(ours: np.ndarray, expected: np.ndarray) -> tuple[float, int]:
     assert ours.shape == expected.shape and ours.dtype == expected.dtype == np.uint8
     diff = np.abs(ours.astype(np.int16) - expected.astype(np.int16))
@@ -64,7 +54,7 @@ def _network_input_lumas(images):
 
 
 @pytest.mark.parametrize("task, paths", _release_groups())
-def test_recipe_matches_the_demo_on_release_images(models, task, paths):
+def test_recipe_matches_the_demo_on_release_images(released_models, task, paths):
     images = [read_image(p) for p in paths]
     if task == "exposure":
         # Two float32 implementations of the network disagree by ~1e-6, which flips the
@@ -74,7 +64,7 @@ def test_recipe_matches_the_demo_on_release_images(models, task, paths):
         # hundred pixels of the final image (0.2% of ME-garage). The comparison is
         # therefore made at the two stages where it is meaningful: the network output
         # at the usual tolerance, and everything after it exactly.
-        ours_model, reference = models["mean"]
+        ours_model, reference = released_models["mean"]
         expected = reference_exposure_recipe(reference, images)
         # Stage 1, the network: our fused Y against PyTorch's, before enhancement.
         lumas = [recipes.pil_rgb_to_ycbcr(im)[..., 0] for im in images]
@@ -91,7 +81,7 @@ def test_recipe_matches_the_demo_on_release_images(models, task, paths):
         np.testing.assert_array_equal(ifcnn_jax.fuse(ours_model, images, task),
                                       recipes.finish_exposure(ours_rgb, ycbcr))
         return
-    ours_model, reference = models["max"]
+    ours_model, reference = released_models["max"]
     ours = ifcnn_jax.fuse(ours_model, images, task)
     expected = reference_pair_recipe(reference, images, colour=(task == "multifocus"))
     identical, worst = _agreement(ours, expected)
@@ -104,8 +94,8 @@ def iv_pair(release_dir):
     return read_image(ivd / "Camp_Vis.png"), read_image(ivd / "Camp_IR.png")
 
 
-def test_colour_visible_keeps_its_chroma_and_fuses_its_luminance(models, iv_pair):
-    model, reference = models["max"]
+def test_colour_visible_keeps_its_chroma_and_fuses_its_luminance(released_models, iv_pair):
+    model, reference = released_models["max"]
     vis, ir = iv_pair
     # A colour visible image: the gray one tinted, so luminance and chroma both vary.
     tint = np.array([1.0, 0.85, 0.6])
@@ -116,16 +106,17 @@ def test_colour_visible_keeps_its_chroma_and_fuses_its_luminance(models, iv_pair
     vis_ycbcr = np.asarray(Image.fromarray(colour_vis).convert("YCbCr"))
     expected_y = reference_pair_recipe(reference, [vis_ycbcr[..., 0], ir], colour=False)
     fused_ycrcb = cv2.cvtColor(fused, cv2.COLOR_RGB2YCrCb).astype(int)
-    # Back-and-forth through 8-bit YCrCb costs at most a couple of levels.
-    assert np.percentile(np.abs(fused_ycrcb[..., 0] - expected_y), 99) <= 1
-    assert np.percentile(np.abs(fused_ycrcb[..., 1] - vis_ycbcr[..., 2]), 99) <= 2
-    assert np.percentile(np.abs(fused_ycrcb[..., 2] - vis_ycbcr[..., 1]), 99) <= 2
+    # Back-and-forth through 8-bit YCrCb costs at most a couple of levels at any pixel
+    # (measured on Camp: 1 in Y at 5 pixels, 0 in Cb and Cr).
+    assert np.max(np.abs(fused_ycrcb[..., 0] - expected_y)) <= 2
+    assert np.max(np.abs(fused_ycrcb[..., 1] - vis_ycbcr[..., 2])) <= 2
+    assert np.max(np.abs(fused_ycrcb[..., 2] - vis_ycbcr[..., 1])) <= 2
     # The infrared information is really in there: the result is not the visible image.
     assert np.mean(np.abs(fused_ycrcb[..., 0] - vis_ycbcr[..., 0])) > 2
 
 
-def test_gray_sources_for_multifocus_give_the_demo_result_in_gray(models, iv_pair):
-    model, reference = models["max"]
+def test_gray_sources_for_multifocus_give_the_demo_result_in_gray(released_models, iv_pair):
+    model, reference = released_models["max"]
     vis, ir = iv_pair
     fused = ifcnn_jax.fuse(model, [vis, ir], "multifocus")
     expected = cv2.cvtColor(reference_pair_recipe(reference, [vis, ir], colour=True), cv2.COLOR_RGB2GRAY)
@@ -133,8 +124,8 @@ def test_gray_sources_for_multifocus_give_the_demo_result_in_gray(models, iv_pai
     assert fused.ndim == 2 and identical >= 0.999 and worst <= 1
 
 
-def test_sixteen_bit_sources_scale_by_65535(models, release_dir):
-    model, _ = models["max"]
+def test_sixteen_bit_sources_scale_by_65535(released_models, release_dir):
+    model, _ = released_models["max"]
     md = release_dir / "datasets" / "MDDataset"
     a8, b8 = read_image(md / "c02_1.tif"), read_image(md / "c02_2.tif")
     fused8 = ifcnn_jax.fuse(model, [a8, b8], "medical")
@@ -146,8 +137,8 @@ def test_sixteen_bit_sources_scale_by_65535(models, release_dir):
     assert np.max(np.abs(fused16 / 257.0 - fused8)) <= 1.5 + 1.5 / 257
 
 
-def test_float_sources_give_float_results(models, iv_pair):
-    model, _ = models["max"]
+def test_float_sources_give_float_results(released_models, iv_pair):
+    model, _ = released_models["max"]
     vis, ir = iv_pair
     fused8 = ifcnn_jax.fuse(model, [vis, ir], "infrared")
     fused_float = ifcnn_jax.fuse(model, [vis / 255.0, ir / 255.0], "infrared")
@@ -156,8 +147,8 @@ def test_float_sources_give_float_results(models, iv_pair):
     assert np.max(np.abs(fused_float * 255 - fused8)) <= 1.5 + 1e-3
 
 
-def test_alpha_channel_is_dropped(models, release_dir):
-    model, _ = models["max"]
+def test_alpha_channel_is_dropped(released_models, release_dir):
+    model, _ = released_models["max"]
     cmf = release_dir / "datasets" / "CMFDataset"
     a, b = read_image(cmf / "lytro-05-A.jpg")[:64, :80], read_image(cmf / "lytro-05-B.jpg")[:64, :80]
     alpha = np.full(a.shape[:2] + (1,), 77, np.uint8)
@@ -165,14 +156,14 @@ def test_alpha_channel_is_dropped(models, release_dir):
     np.testing.assert_array_equal(with_alpha, ifcnn_jax.fuse(model, [a, b], "multifocus"))
 
 
-def test_three_sources_infrared_and_gray_exposure(models, iv_pair):
-    model, reference = models["max"]
+def test_three_sources_infrared_and_gray_exposure(released_models, iv_pair):
+    model, reference = released_models["max"]
     vis, ir = iv_pair
     third = np.ascontiguousarray(vis[::-1])
     fused = ifcnn_jax.fuse(model, [vis, ir, third], "infrared")
     identical, worst = _agreement(fused, reference_pair_recipe(reference, [vis, ir, third], colour=False))
     assert identical >= 0.999 and worst <= 1
-    mean_model, _ = models["mean"]
+    mean_model, _ = released_models["mean"]
     gray_exposure = ifcnn_jax.fuse(mean_model, [vis, ir], "exposure")
     assert gray_exposure.shape == vis.shape and gray_exposure.dtype == np.uint8
 

@@ -10,18 +10,11 @@ import pytest
 
 from ifcnn_jax import synthesis, synthesize
 from ifcnn_jax.errors import IFCNNError
+from tests.helpers import write_random_photos
 
 
 def write_photos(folder, count=3, size=(48, 64), seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    photos = {}
-    for i in range(count):
-        rgb = rng.integers(0, 256, size + (3,), dtype=np.uint8)
-        name = f"photo{i}"
-        assert cv2.imwrite(str(folder / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        photos[name] = rgb
-    return photos
+    return write_random_photos(folder, count, size, seed=seed)
 
 
 def read_png(path):

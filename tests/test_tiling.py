@@ -11,6 +11,7 @@ from ifcnn_jax import recipes
 from ifcnn_jax.inference import forward
 from ifcnn_jax.model import load
 from ifcnn_jax.tiling import HALO, extract_window, tile_starts, tiled_apply
+from tests.helpers import max_abs_diff, random_sources
 from tests.torch_reference import load_reference, run_reference
 
 EXACT = 1e-5  # tiled vs untiled, float32
@@ -24,15 +25,6 @@ def max_model(converted_checkpoints):
 @pytest.fixture(scope="module")
 def mean_model(converted_checkpoints):
     return load(str(converted_checkpoints["mean"]))
-
-
-def _sources(num_sources: int, batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.normal(size=(num_sources, batch, height, width, 3)) * 1.5).astype(np.float32)
-
-
-def _max_diff(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
 # ------------------------------------------------------------------ layout and windows
@@ -54,7 +46,7 @@ def test_tile_starts_cover_the_image_with_equal_tiles(length, tile):
 @pytest.mark.parametrize("top,left,height,width", [(0, 0, 4, 6), (3, 7, 4, 6), (5, 10, 4, 6),
                                                    (0, 0, 9, 16), (2, 0, 1, 1)])
 def test_windows_are_the_edge_padded_image_cut_out(as_jax, top, left, height, width):
-    sources = _sources(2, 2, 9, 16, seed=1)
+    sources = random_sources(2, 2, 9, 16, seed=1)
     padded = np.pad(sources, ((0, 0), (0, 0), (HALO, HALO), (HALO, HALO), (0, 0)), mode="edge")
     expected = padded[:, :, top:top + height + 2 * HALO, left:left + width + 2 * HALO]
     got = extract_window(jnp.asarray(sources) if as_jax else sources, top, left, height, width)
@@ -65,7 +57,7 @@ def test_windows_are_the_edge_padded_image_cut_out(as_jax, top, left, height, wi
 def test_tiled_apply_stitches_centres_in_place():
     # A region function that reports each output pixel's image coordinates exposes
     # any misplaced or missing tile.
-    sources = _sources(2, 1, 13, 17)
+    sources = random_sources(2, 1, 13, 17)
 
     def coordinates(window, origin, image_hw):
         h, w = window.shape[2] - 2 * HALO, window.shape[3] - 2 * HALO
@@ -89,29 +81,29 @@ def test_tiled_apply_stitches_centres_in_place():
     (2, 1, 11, 30, 64),  # one tile larger than the image
 ])
 def test_tiled_equals_untiled(max_model, num_sources, batch, height, width, tile):
-    sources = _sources(num_sources, batch, height, width, seed=height + tile)
+    sources = random_sources(num_sources, batch, height, width, seed=height + tile)
     untiled = forward(max_model, sources, tile=0)
-    assert _max_diff(forward(max_model, sources, tile=tile), untiled) <= EXACT
-    assert _max_diff(forward(max_model, jnp.asarray(sources), tile=tile), untiled) <= EXACT
+    assert max_abs_diff(forward(max_model, sources, tile=tile), untiled) <= EXACT
+    assert max_abs_diff(forward(max_model, jnp.asarray(sources), tile=tile), untiled) <= EXACT
 
 
 def test_tiled_matches_pytorch_mean_rule(release_dir, mean_model):
     reference = load_reference(release_dir / "snapshots" / "IFCNN-MEAN.pth", "mean")
-    sources = _sources(3, 1, 23, 37, seed=9)
-    assert _max_diff(forward(mean_model, sources, tile=10), run_reference(reference, sources)) <= 1e-4
+    sources = random_sources(3, 1, 23, 37, seed=9)
+    assert max_abs_diff(forward(mean_model, sources, tile=10), run_reference(reference, sources)) <= 1e-4
 
 
 def test_naive_tiling_would_show_seams(max_model):
     # Fusing tiles as separate images (replicate padding at tile borders) is what the
     # halo avoids; the comparison above is sensitive enough to see the difference.
-    sources = _sources(2, 1, 20, 20, seed=3)
+    sources = random_sources(2, 1, 20, 20, seed=3)
     untiled = np.asarray(forward(max_model, sources, tile=0))
     naive = np.zeros_like(untiled)
     for top in (0, 10):
         for left in (0, 10):
             part = sources[:, :, top:top + 10, left:left + 10]
             naive[:, top:top + 10, left:left + 10] = np.asarray(forward(max_model, part, tile=0))
-    assert _max_diff(naive, untiled) > 1e-2
+    assert max_abs_diff(naive, untiled) > 1e-2
 
 
 # ------------------------------------------------------------------ every task recipe
@@ -133,7 +125,7 @@ def test_recipes_tiled_equal_untiled(max_model, task, colour, count):
     untiled = recipes.fuse(max_model, images, task, tile=0)
     assert tiled.dtype == untiled.dtype == np.float32
     assert tiled.shape == untiled.shape
-    assert _max_diff(tiled, untiled) <= EXACT
+    assert max_abs_diff(tiled, untiled) <= EXACT
 
 
 def test_exposure_tiles_only_the_network_and_clahe_sees_the_whole_image(mean_model, monkeypatch):
@@ -155,8 +147,13 @@ def test_exposure_tiles_only_the_network_and_clahe_sees_the_whole_image(mean_mod
     # One network call on the whole stacked image: tiling happens inside it, and the
     # fused Y that reaches CLAHE is the whole image.
     assert shape_t == shape_u == (3, 1, 23, 37, 3) and (tile_t, tile_u) == (8, 0)
-    assert _max_diff(net_t, net_u) <= EXACT
+    assert max_abs_diff(net_t, net_u) <= EXACT
     quantised = [(np.clip(n[0], 0, 1) * np.float32(255)).astype(np.uint8) for n in (net_t, net_u)]
+    # Each result is the whole-image post-processing (CLAHE included) of its own network
+    # output, whichever way the quantisation fell.
+    ycbcr = np.stack([recipes.pil_rgb_to_ycbcr(im) for im in images])
+    np.testing.assert_array_equal(tiled, recipes.finish_exposure(quantised[0], ycbcr))
+    np.testing.assert_array_equal(untiled, recipes.finish_exposure(quantised[1], ycbcr))
     if np.array_equal(*quantised):
         np.testing.assert_array_equal(tiled, untiled)
     else:  # a value within float rounding of a quantisation step: explained, not a seam
