@@ -130,13 +130,9 @@ def jax_train_step(jax_device: jax.Device | None = None, batch: int = 8, size: i
     mesh = Mesh(np.asarray(devices), (training.DATA_AXIS,))
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_sharding = NamedSharding(mesh, PartitionSpec(training.DATA_AXIS))
-    params, batch_stats = training.initial_model(config)
-    optimizer = training.make_optimizer(config, params)
+    host_state, optimizer = training.initial_state(config)
     resnet_graphdef, resnet_state = nnx.split(ResNet101(rngs=nnx.Rngs(seed)))
-    state = training.replicate({"step": np.zeros((), np.int32), "params": params,
-                                "batch_stats": batch_stats,
-                                "opt_state": jax.tree.map(np.asarray, optimizer.init(params))},
-                               replicated)
+    state = training.replicate(host_state, replicated)
     resnet_state = training.replicate(resnet_state, replicated)
     rng = np.random.default_rng(seed)
     inputs = training.shard_batch(

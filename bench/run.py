@@ -282,12 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("fuse_pair", "fuse_batch") and models is None:
             models = bench_cases.load_models(torch_device)
             report["settings"]["weights"] = models.weights
-        if name == "fuse_pair":
-            case = bench_cases.fusion_case(name, "one 520x520 RGB pair, MAX, float32, batch 1",
-                                           models, 2, 1, 520, jax_device, torch_device)
-        elif name == "fuse_batch":
-            case = bench_cases.fusion_case(name, "8 pairs of 256x256 RGB, MAX, float32",
-                                           models, 2, 8, 256, jax_device, torch_device)
+        if name in ("fuse_pair", "fuse_batch"):
+            description, batch, size = (("one 520x520 RGB pair, MAX, float32, batch 1", 1, 520)
+                                        if name == "fuse_pair" else
+                                        ("8 pairs of 256x256 RGB, MAX, float32", 8, 256))
+            case = bench_cases.fusion_case(name, description, models, 2, batch, size, jax_device,
+                                           torch_device)
+            report["cases"][name] = timed_case(case, reps, warmup)
         elif name == "train_step":
             worker = None
             if args.device == "cpu" and not args.train_step_in_process:
@@ -301,18 +302,13 @@ def main(argv: list[str] | None = None) -> int:
                     worker.close()
             if worker is not None:  # the worker's own clocks, timed repetitions only
                 report["cases"][name]["jax_worker_times"] = worker.times[warmup:]
-            r = report["cases"][name]
-            print(f"[bench] {name}: jax {r['jax_s']:.3f} s, torch {r['torch_s']:.3f} s, "
-                  f"ratio {r['ratio']:.2f}", file=sys.stderr, flush=True)
-            continue
         else:
             report["cases"][name] = large_pair(args.large_size, args.device,
                                                args.large_paths.split(","))
-            continue
-        report["cases"][name] = timed_case(case, reps, warmup)
         r = report["cases"][name]
-        print(f"[bench] {name}: jax {r['jax_s']:.3f} s, torch {r['torch_s']:.3f} s, "
-              f"ratio {r['ratio']:.2f}", file=sys.stderr, flush=True)
+        if r["ratio"] is not None:
+            print(f"[bench] {name}: jax {r['jax_s']:.3f} s, torch {r['torch_s']:.3f} s, "
+                  f"ratio {r['ratio']:.2f}", file=sys.stderr, flush=True)
     report["conditions"]["loadavg_end"] = list(os.getloadavg())
 
     table = markdown_table(report)

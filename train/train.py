@@ -85,6 +85,15 @@ def initial_model(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
     return as_numpy(nnx.to_pure_dict(params)), as_numpy(nnx.to_pure_dict(stats))
 
 
+def initial_state(config: ml_collections.ConfigDict) -> tuple[TrainState, optax.GradientTransformation]:
+    """The train state of a fresh run as host (NumPy) arrays, and its optimiser."""
+    params, batch_stats = initial_model(config)
+    optimizer = make_optimizer(config, params)
+    state = {"step": np.zeros((), np.int32), "params": params, "batch_stats": batch_stats,
+             "opt_state": jax.tree.map(np.asarray, optimizer.init(params))}
+    return state, optimizer
+
+
 def normalize(images: jax.Array) -> jax.Array:
     """uint8 RGB (0-255) -> the multi-focus model's input space: RGB/255, then ImageNet
     mean/std normalisation (what the released models expect)."""
@@ -310,10 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
-    params, batch_stats = initial_model(config)
-    optimizer = make_optimizer(config, params)
-    host_state = {"step": np.zeros((), np.int32), "params": params, "batch_stats": batch_stats,
-                  "opt_state": jax.tree.map(np.asarray, optimizer.init(params))}
+    host_state, optimizer = initial_state(config)
     abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
                                                                  sharding=replicated), host_state)
     if resnet_state is not None:
