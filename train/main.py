@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
         return 0
 
-    return run_command(body, interrupted="interrupted; the last complete checkpoint is kept")
+    return run_command(body, interrupted="interrupted; the checkpoints already written are kept")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
