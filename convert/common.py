@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ifcnn_jax.checkpoints import check_replaceable
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.released import (IGNORED_SUFFIXES, check_state_dict, conv_kernel_to_hwio,
                                 strip_state_dict)
@@ -72,6 +73,7 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def refuse_existing(out_dir: str | os.PathLike, force: bool) -> None:
-    """Fails early, before any work, when the output exists and --force was not given."""
-    if Path(out_dir).exists() and not force:
-        raise IFCNNError(f"{out_dir} already exists; pass --force to replace it")
+    """Fails early, before any work, unless ``out_dir`` may be written: it is missing or
+    empty, or it is a checkpoint and --force was given (never a file or a folder of
+    other files; see ``ifcnn_jax.checkpoints.check_replaceable``)."""
+    check_replaceable(out_dir, force=force)

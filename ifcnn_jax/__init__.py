@@ -5,11 +5,29 @@
     fused = ifcnn_jax.fuse(model, [img_a, img_b], task="multifocus")
 """
 
+import importlib
+
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.image_io import read_image, write_image
-from ifcnn_jax.model import IFCNN, load, new_ifcnn
-from ifcnn_jax.recipes import DEFAULT_RULE, TASKS, fuse
+from ifcnn_jax.tasks import DEFAULT_RULE, TASKS
+
+# Loaded on first use (PEP 562), so that ``import ifcnn_jax`` and the command lines'
+# ``--help`` do not pay for importing JAX, Flax and OpenCV.
+_LAZY = {"IFCNN": "ifcnn_jax.model", "load": "ifcnn_jax.model", "new_ifcnn": "ifcnn_jax.model",
+         "fuse": "ifcnn_jax.recipes", "read_image": "ifcnn_jax.image_io",
+         "write_image": "ifcnn_jax.image_io"}
 
 __all__ = ["IFCNN", "IFCNNError", "DEFAULT_RULE", "TASKS", "fuse", "load", "new_ifcnn",
            "read_image", "write_image"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ifcnn_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

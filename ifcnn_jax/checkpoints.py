@@ -9,7 +9,9 @@ half-written directory and a failure leaves nothing at the destination.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -18,6 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ifcnn_jax import temporaries
 from ifcnn_jax.errors import IFCNNError
 
 FORMAT_VERSION = 1
@@ -31,53 +34,151 @@ def _orbax():
     return ocp
 
 
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder in the layout :func:`save_params` writes."""
+    path = Path(path)
+    return path.is_dir() and (path / PARAMS_ITEM).is_dir() and (path / METADATA_ITEM).exists()
+
+
+def check_replaceable(path: str | os.PathLike, *, force: bool, owner: str | None = None) -> None:
+    """Raises ``IFCNNError`` unless a checkpoint may be written at ``path``.
+
+    Nothing is ever replaced that this package did not write: a missing path or an
+    empty folder is fine; an existing checkpoint only with ``force`` and, when
+    ``owner`` is given, only if its metadata names the same ``owner`` (a training
+    run's work directory); a file, or a folder holding anything else, never.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise IFCNNError(f"{path} exists and is not a folder; refusing to replace it")
+    if not any(path.iterdir()):
+        return
+    if not is_checkpoint(path):
+        raise IFCNNError(f"{path} is a folder with files that are not an ifcnn-jax checkpoint; "
+                         "refusing to replace it (choose another output)")
+    if not force:
+        raise IFCNNError(f"{path} already exists; pass --force to replace it")
+    if owner is not None:
+        written_by = read_metadata(path).get("owner")
+        if written_by != owner:
+            raise IFCNNError(f"{path} holds a checkpoint that this run did not write"
+                             f"{f' (it was written by {written_by})' if written_by else ''}; "
+                             "refusing to replace it (choose another export folder)")
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, *, force: bool = False,
+                     owner: str | None = None) -> Iterator[Path]:
     """Yields a fresh temporary directory path that becomes ``path`` on success.
 
     The temporary path sits next to ``path`` (same file system, so the final rename is
-    atomic) and does not exist yet when yielded. If the body raises, it is removed and
-    ``path`` is untouched. An existing ``path`` is an error unless ``force``; then it
-    is replaced only after the new directory is complete.
+    atomic) and does not exist yet when yielded. If the body raises or the command is
+    interrupted, it is removed and ``path`` is untouched. What may be replaced is
+    decided by :func:`check_replaceable` (``force`` and ``owner``); an old checkpoint
+    is swapped out only after the new directory is complete.
     """
     path = Path(path)
-    if path.exists() and not force:
-        raise IFCNNError(f"{path} already exists; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(path, force=force, owner=owner)
     tag = uuid.uuid4().hex[:8]
     tmp = path.parent / f".{path.name}.tmp-{tag}"
+    old = path.parent / f".{path.name}.old-{tag}"
+    temporaries.register(tmp)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         if path.exists():
-            old = path.parent / f".{path.name}.old-{tag}"
+            temporaries.register(old)
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            temporaries.remove(old)
         else:
             os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        temporaries.remove(tmp)
 
 
 def save_params(path: str | os.PathLike, params: dict[str, Any], metadata: dict[str, Any], *,
-                force: bool = False) -> Path:
+                force: bool = False, owner: str | None = None) -> Path:
     """Writes a parameter tree (nested dicts of arrays) and JSON metadata to ``path``.
 
-    ``metadata`` must be JSON-serialisable; ``format_version`` is added. Only the
-    calling process writes, so in a multi-process run call it on one process.
+    ``metadata`` must be JSON-serialisable; ``format_version`` (and ``owner``, when
+    given) is added. An existing ``path`` is replaced only as
+    :func:`check_replaceable` allows. Only the calling process writes, so in a
+    multi-process run call it on one process. A full disk is an ``IFCNNError``
+    naming ``path``; nothing is left at ``path`` or beside it.
     """
     ocp = _orbax()
     params = _to_numpy(params)
     metadata = dict(metadata, format_version=FORMAT_VERSION)
+    if owner is not None:
+        metadata["owner"] = owner
     path = Path(path).absolute()
-    with atomic_directory(path, force=force) as tmp:
-        with _checkpointer() as checkpointer:
-            checkpointer.save(tmp, ocp.args.Composite(**{
-                PARAMS_ITEM: ocp.args.StandardSave(params),
-                METADATA_ITEM: ocp.args.JsonSave(metadata),
-            }))
+    check_replaceable(path, force=force, owner=owner)
+    check_free_space(path, tree_bytes(params))
+    try:
+        with atomic_directory(path, force=force, owner=owner) as tmp, _orbax_errors_unlogged():
+            with _checkpointer() as checkpointer:
+                checkpointer.save(tmp, ocp.args.Composite(**{
+                    PARAMS_ITEM: ocp.args.StandardSave(params),
+                    METADATA_ITEM: ocp.args.JsonSave(metadata),
+                }))
+    except IFCNNError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        # Orbax and TensorStore report a full disk as RESOURCE_EXHAUSTED (ValueError,
+        # sometimes wrapped), with a long multi-line text.
+        if not _is_disk_full(exc):
+            raise
+        raise IFCNNError(f"{path}: cannot write the checkpoint (no space left on device)") from None
     return path
+
+
+def tree_bytes(tree: Any) -> int:
+    """Bytes of the arrays in a nested-dict tree (what a checkpoint of it holds, at most)."""
+    if isinstance(tree, dict):
+        return sum(tree_bytes(v) for v in tree.values())
+    return int(getattr(tree, "nbytes", np.asarray(tree).nbytes))
+
+
+# Orbax's own files (metadata, manifests) beside the arrays.
+_CHECKPOINT_OVERHEAD_BYTES = 1 << 20
+
+
+def check_free_space(path: str | os.PathLike, array_bytes: int) -> None:
+    """Raises ``IFCNNError`` naming ``path`` when its file system has less free space
+    than a checkpoint of ``array_bytes`` needs (checked before writing: a disk that
+    fills up half-way through makes Orbax print pages of tracebacks)."""
+    path = Path(path)
+    probe = next((p for p in path.parents if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    needed = array_bytes + _CHECKPOINT_OVERHEAD_BYTES
+    if free < needed:
+        raise IFCNNError(f"{path}: no space left on device for the checkpoint (needs about "
+                         f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free)")
+
+
+@contextlib.contextmanager
+def _orbax_errors_unlogged() -> Iterator[None]:
+    # Orbax's writer threads log a failure (a full disk, say) with a long traceback
+    # before the same error reaches the caller; the caller reports it, on one line.
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    while exc is not None:
+        if getattr(exc, "errno", None) == errno.ENOSPC or "RESOURCE_EXHAUSTED" in str(exc) \
+                or "No space left" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def load_params(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -32,7 +32,8 @@ from pathlib import Path
 from ifcnn_jax.errors import IFCNNError, run_command
 from ifcnn_jax.image_io import (IMAGE_SUFFIXES, is_image_path, read_image, refuse_overwriting,
                                 write_image)
-from ifcnn_jax.recipes import DEFAULT_RULE, TASKS
+from ifcnn_jax.preflight import check_sources
+from ifcnn_jax.tasks import DEFAULT_RULE, TASKS
 
 _GROUP_SUFFIX = re.compile(r"^(?P<group>.+?)[-_ ][^-_ ]+$")
 
@@ -112,6 +113,7 @@ def fuse_files(model, sources: list[Path], output: Path, task: str, tile: int | 
     from ifcnn_jax.recipes import fuse
 
     _refuse_overwriting_sources(output, sources)
+    check_sources(sources)
     images = [read_image(p) for p in sources]
     fused = fuse(model, images, task, tile=tile, names=[str(p) for p in sources])
     write_image(output, fused)
@@ -139,6 +141,9 @@ def _run_single(args) -> int:
         if not src.is_file():
             raise IFCNNError(f"{src}: no such file")
     _refuse_overwriting_sources(output, sources)
+    if not output.parent.is_dir() and str(output.parent):
+        raise IFCNNError(f"{output}: output folder {output.parent} does not exist")
+    check_sources(sources)
     model = _load_model(args.model, args.task)
     start = time.perf_counter()
     fuse_files(model, sources, output, args.task, args.tile)
@@ -153,10 +158,17 @@ def _run_batch(args) -> int:
 
     if args.sources:
         raise IFCNNError("give either source images or --batch DIR, not both")
-    groups = group_folder(Path(args.batch))
+    batch_dir = Path(args.batch)
+    groups = group_folder(batch_dir)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise IFCNNError(f"{out_dir}: exists and is not a folder")
+    # No output may land on any file of the input tree (another group's source, a
+    # ground truth, anything): refuse before fusing anything.
+    input_files = {p.resolve() for p in batch_dir.rglob("*") if p.is_file()}
+    for name in groups:
+        refuse_overwriting(out_dir / f"{name}.{args.format}", input_files, what="input file",
+                           advice=f" of {batch_dir}; write the results to another folder (-o)")
     model = _load_model(args.model, args.task)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0

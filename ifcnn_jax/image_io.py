@@ -7,13 +7,15 @@ the JPEG and PNG files of the release; TIFFs with 16 bits per sample are kept as
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ifcnn_jax import temporaries
 from ifcnn_jax.errors import IFCNNError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
@@ -23,6 +25,64 @@ _SIXTEEN_BIT_WRITERS = (".png", ".tif", ".tiff", ".ppm", ".pgm")
 def is_image_path(path: str | os.PathLike) -> bool:
     """Whether the file name has one of the image suffixes this package reads."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What an image file declares, read without decoding its pixels."""
+
+    width: int
+    height: int
+    channels: int  # as decoded by read_image: 1 (gray) or 3 (RGB); alpha is dropped
+    bytes_per_sample: int  # 1 (8-bit), 2 (16-bit) or 4 (float)
+
+    @property
+    def decoded_bytes(self) -> int:
+        """An upper bound of the bytes that decoding takes (OpenCV may decode an alpha
+        channel too: 4 channels)."""
+        return self.width * self.height * 4 * self.bytes_per_sample
+
+
+def read_header(path: str | os.PathLike) -> ImageHeader | None:
+    """The size, channels and sample size an image file declares, from its header only
+    (Pillow reads it lazily; no pixel is decoded). ``None`` when Pillow cannot parse
+    the header (``read_image`` may still decode the file with OpenCV)."""
+    from PIL import Image  # Imported here: only the pre-flight checks need Pillow.
+
+    # Pillow's own bomb guard would hide the size; the callers weigh it against memory.
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            mode, bands = image.mode, len(image.getbands())
+    except (OSError, ValueError, SyntaxError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    sample = 4 if mode in ("F", "I") else 2 if mode.startswith("I;16") else 1
+    channels = 1 if bands <= 2 and mode not in ("P", "PA") else 3
+    return ImageHeader(int(width), int(height), channels, sample)
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can still allocate without swapping (MemAvailable
+    on Linux; elsewhere the free physical pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: do not refuse
+
+
+def gib(num_bytes: float) -> str:
+    """``num_bytes`` as GiB with one decimal, for messages."""
+    return f"{num_bytes / (1 << 30):.1f} GiB"
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -37,11 +97,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise IFCNNError(f"{path}: no such file")
     if path.is_dir():
         raise IFCNNError(f"{path}: is a directory, not an image")
+    header = read_header(path)
+    if header is not None and header.decoded_bytes > available_memory():
+        # A small compressed file may declare a huge image: refuse before decoding.
+        raise IFCNNError(f"{path}: declares {header.width}x{header.height} pixels, which take "
+                         f"{gib(header.decoded_bytes)} to decode; only {gib(available_memory())} "
+                         "of memory is available")
     try:
         data = np.fromfile(path, dtype=np.uint8)  # works for any file name, unlike cv2.imread
     except OSError as exc:
         raise IFCNNError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:  # e.g. more pixels than OpenCV's CV_IO_MAX_IMAGE_PIXELS
+        reason = str(exc).strip().splitlines()[-1].split("error: ")[-1][:120]
+        raise IFCNNError(f"{path}: OpenCV cannot decode it ({reason})") from None
     if image is None:
         raise IFCNNError(f"{path}: not an image file OpenCV can decode")
     return _to_rgb(image, path)
@@ -87,7 +157,7 @@ def refuse_overwriting(output: str | os.PathLike, inputs, *, what: str = "source
     target = Path(output).resolve()
     for src in inputs:
         if Path(src).resolve() == target:
-            raise IFCNNError(f"refusing to overwrite {what} {src}{advice}")
+            raise IFCNNError(f"refusing to overwrite {what} {output}{advice}")
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
@@ -121,24 +191,25 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Writes ``data`` to a temporary file beside ``path`` and renames it over ``path``:
     readers see the old file or the new one, never a part. Creates missing parent
-    folders; the file gets the usual permissions (0666 less the umask)."""
+    folders; the file gets the usual permissions (0666 less the umask).
+
+    Raises ``IFCNNError`` naming ``path`` when it cannot be written (a full disk, a
+    read-only folder); the temporary file is removed then, and on Ctrl-C.
+    """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    tmp = folder / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    temporaries.register(tmp)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    except OSError as exc:
+        raise IFCNNError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        temporaries.remove(tmp)
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -12,6 +12,7 @@ import os
 from typing import Literal
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 from flax import nnx
 
@@ -200,7 +201,8 @@ def load(path: str, fuse_rule: FuseRule | None = None) -> IFCNN:
 def model_from_params(params: dict, fuse_rule: FuseRule) -> IFCNN:
     """An inference-mode IFCNN holding ``params`` (the pure-dict layout of ``nnx.state``).
 
-    Raises ``ValueError`` if the tree's names or shapes differ from IFCNN's.
+    Raises ``ValueError`` if the tree's names or shapes differ from IFCNN's, or if a
+    value is NaN or infinite.
     """
     model = IFCNN(fuse_rule, rngs=nnx.Rngs(0))
     state = nnx.state(model)
@@ -208,6 +210,10 @@ def model_from_params(params: dict, fuse_rule: FuseRule) -> IFCNN:
     got = jax.tree.map(lambda v: tuple(v.shape), params)
     if expected != got:
         raise ValueError(f"parameter tree does not match IFCNN (expected {expected}, got {got})")
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    bad = [jax.tree_util.keystr(path) for path, v in flat if not np.isfinite(np.asarray(v)).all()]
+    if bad:
+        raise ValueError(f"parameters {', '.join(bad)} hold NaN or infinite values")
     nnx.replace_by_pure_dict(state, jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params))
     nnx.update(model, state)
     model.eval()

@@ -27,15 +27,12 @@ import numpy as np
 from PIL import Image
 
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.tasks import DEFAULT_RULE, TASKS  # noqa: F401 - re-exported
 from ifcnn_jax.image_io import to_8bit
 from ifcnn_jax.inference import forward
 from ifcnn_jax.model import IFCNN
 from ifcnn_jax.resnet import IMAGENET_MEAN as _IMAGENET_MEAN, IMAGENET_STD as _IMAGENET_STD
 
-TASKS: tuple[str, ...] = ("multifocus", "infrared", "medical", "exposure")
-# The demo's choice of released model per task.
-DEFAULT_RULE: dict[str, str] = {"multifocus": "max", "infrared": "max", "medical": "max",
-                                "exposure": "mean"}
 IMAGENET_MEAN = np.array(_IMAGENET_MEAN, np.float32)
 IMAGENET_STD = np.array(_IMAGENET_STD, np.float32)
 IDENTITY_MEAN = np.zeros(3, np.float32)

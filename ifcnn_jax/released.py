@@ -51,7 +51,8 @@ def conv_kernel_to_hwio(weight: np.ndarray) -> np.ndarray:
 
 def check_state_dict(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],
                      source: str | Path, model_name: str) -> None:
-    """Raises ``IFCNNError`` unless ``state`` has exactly the expected keys and shapes.
+    """Raises ``IFCNNError`` unless ``state`` has exactly the expected keys and shapes
+    and every value is finite (a NaN or infinite weight only makes garbage images).
 
     Keys are checked in the order of ``expected``, so the first mismatch named is the
     first one in the network.
@@ -70,6 +71,11 @@ def check_state_dict(state: Mapping[str, np.ndarray], expected: Mapping[str, tup
         if got != tuple(shape):
             raise IFCNNError(f"{source}: {key} has shape {got} in the file, expected {tuple(shape)} "
                              f"for {model_name}")
+    for key in expected:
+        values = np.asarray(state[key])
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise IFCNNError(f"{source}: {key} holds {int((~np.isfinite(values)).sum())} NaN or "
+                             "infinite values")
 
 
 def _short_list(keys: list[str], limit: int = 6) -> str:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.image_io import IMAGE_SUFFIXES, is_image_path
-from ifcnn_jax.recipes import TASKS
+from ifcnn_jax.tasks import TASKS
 
 TASK_BY_FOLDER: dict[str, str] = {"CMFDataset": "multifocus", "IVDataset": "infrared",
                                   "MDDataset": "medical", "MEDataset": "exposure"}
@@ -226,6 +226,11 @@ def read_manifest(path: Path, task: str | None = None) -> ImageSet:
         if len(sources) < 2:
             raise IFCNNError(f"{where}: a group needs at least 2 sources, got {len(sources)}")
         name = (entry.get("name") or "").strip() or sources[0].stem
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            # Names become output paths (OUT/fused/<name>.png): none may leave OUT.
+            raise IFCNNError(f"{where}: group name {name!r} must be a relative name without "
+                             "'.', '..' or empty parts")
         if name in seen:
             raise IFCNNError(f"{where}: group name {name!r} already used at {seen[name]}")
         seen[name] = where

@@ -61,3 +61,20 @@ def released_models(release_dir, converted_checkpoints) -> dict:
     return {rule: (load(str(converted_checkpoints[rule])),
                    load_reference(release_dir / "snapshots" / name, rule))
             for rule, name in RELEASED_RULES.items()}
+
+
+@pytest.fixture()
+def full_disk(tmp_path) -> Path:
+    """A real, nearly full file system: a 256 KiB tmpfs (needs root; skipped otherwise)."""
+    import subprocess
+
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root) to simulate a full disk")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)

@@ -48,3 +48,32 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(IFCNNError, match="not an ifcnn-jax checkpoint"):
         load_params(tmp_path / "plain")
+
+
+class TestReplacingNeverDeletesOtherFiles:
+    def test_a_file_is_never_replaced_even_with_force(self, tmp_path):
+        target = tmp_path / "weights.pth"
+        target.write_bytes(b"the user's original")
+        with pytest.raises(IFCNNError, match="not a folder; refusing"):
+            save_params(target, {"w": np.ones(1, np.float32)}, {"kind": "x"}, force=True)
+        assert target.read_bytes() == b"the user's original"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pth"]
+
+    def test_a_folder_of_other_files_is_never_replaced_even_with_force(self, tmp_path):
+        (tmp_path / "photos").mkdir()
+        (tmp_path / "photos" / "a.jpg").write_bytes(b"jpeg")
+        with pytest.raises(IFCNNError, match="not an ifcnn-jax checkpoint; refusing"):
+            save_params(tmp_path / "photos", {"w": np.ones(1, np.float32)}, {"kind": "x"}, force=True)
+        assert [p.name for p in (tmp_path / "photos").iterdir()] == ["a.jpg"]
+
+    def test_an_empty_folder_is_used(self, tmp_path):
+        (tmp_path / "ck").mkdir()
+        save_params(tmp_path / "ck", {"w": np.ones(1, np.float32)}, {"kind": "x"})
+        assert load_params(tmp_path / "ck")[1]["kind"] == "x"
+
+    def test_a_full_disk_is_one_error_naming_the_path_and_leaves_nothing(self, full_disk):
+        target = full_disk / "ck"
+        with pytest.raises(IFCNNError, match="no space left on device") as info:
+            save_params(target, {"w": np.random.default_rng(0).random(1 << 20, np.float32)}, {"kind": "x"})
+        assert str(target) in str(info.value) and "\n" not in str(info.value)
+        assert list(full_disk.iterdir()) == []

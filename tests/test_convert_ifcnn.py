@@ -88,18 +88,22 @@ def test_bad_input_gives_one_line_and_writes_nothing(released_state, tmp_path, c
     assert not any(p.name.startswith(".converted") for p in tmp_path.iterdir())
 
 
-def test_existing_output_needs_force(release_dir, tmp_path):
+def test_an_existing_checkpoint_needs_force_and_user_files_are_never_replaced(release_dir, tmp_path):
     src = release_dir / "snapshots" / "IFCNN-MAX.pth"
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("user data")
+    assert convert_main(["ifcnn", str(src), str(out)]) == 0
     code, stderr = _run(["ifcnn", str(src), str(out)], tmp_path)
     assert code == 2 and "already exists; pass --force" in stderr
-    assert (out / "keep.txt").read_text() == "user data"
     assert convert_main(["ifcnn", str(src), str(out), "--force"]) == 0
-    assert not (out / "keep.txt").exists()
     _, metadata = load_params(out)
     assert metadata["fuse_rule"] == "max"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("user data")
+    code, stderr = _run(["ifcnn", str(src), str(mine), "--force"], tmp_path)
+    assert code == 2 and "not an ifcnn-jax checkpoint; refusing" in stderr
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]
+    assert (mine / "keep.txt").read_text() == "user data"
 
 
 def test_rule_from_flag_when_the_name_does_not_say(released_state, tmp_path):

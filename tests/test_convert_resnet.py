@@ -132,14 +132,16 @@ def test_bad_sources_are_named(tmp_path):
     assert_nothing_written(out_dir)
 
 
-def test_existing_output_needs_force(tmp_path):
+def test_a_folder_of_user_files_is_refused_even_with_force(tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "keep.txt").write_text("mine")
-    status, _, stderr = torch_resnet.run_converter(
-        ["resnet101", str(torch_resnet.saved_state_dict()), str(out_dir)])
-    assert_one_line_error(status, stderr, str(out_dir), "--force")
-    assert (out_dir / "keep.txt").read_text() == "mine"
+    for extra in ([], ["--force"]):
+        status, _, stderr = torch_resnet.run_converter(
+            ["resnet101", str(torch_resnet.saved_state_dict()), str(out_dir), *extra])
+        assert_one_line_error(status, stderr, str(out_dir), "refusing to replace it")
+        assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
+        assert (out_dir / "keep.txt").read_text() == "mine"
 
 
 def test_source_and_torchvision_weights_are_exclusive(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -256,6 +257,71 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
     assert tree_digest(workdir / "checkpoints" / "2") == good
     assert not (workdir / "model").exists()
+
+
+def _checkpoint_params(workdir: Path) -> dict[int, list[np.ndarray]]:
+    """Every kept checkpoint's parameter arrays, read with Orbax directly."""
+    import orbax.checkpoint as ocp
+
+    found = {}
+    for folder in sorted((workdir / "checkpoints").iterdir()):
+        if folder.name.isdigit():
+            restored = ocp.PyTreeCheckpointer().restore((folder / "state").absolute())
+            found[int(folder.name)] = [np.asarray(x) for x in jax.tree.leaves(restored["params"])]
+    return found
+
+
+@pytest.mark.parametrize("optimizer, learning_rate", [("sgd", 1e6), ("adam", 1e30)])
+def test_no_checkpoint_keeps_a_ruined_state_and_a_sane_resume_continues(tmp_path, optimizer,
+                                                                        learning_rate):
+    workdir = tmp_path / optimizer
+    wild = tiny_config(optimizer=optimizer, learning_rate=learning_rate, lr_schedule="constant",
+                       warmup_steps=0, checkpoint_every_steps=2, num_train_steps=8)
+    with pytest.raises(training.TrainingDiverged, match="stopping"):
+        training.train_and_evaluate(wild, str(workdir))
+    for step, leaves in _checkpoint_params(workdir).items():
+        # Independent of the guard's own test: the weights a fresh model starts from are
+        # of order 1; every kept state must be finite and of that order.
+        assert all(np.isfinite(x).all() and np.abs(x).max() < 100 for x in leaves), step
+    sane = tiny_config(optimizer=optimizer, learning_rate=1e-3, checkpoint_every_steps=2,
+                       num_train_steps=8)
+    scalars = training.train_and_evaluate(sane, str(workdir))
+    assert math.isfinite(scalars["train/loss"]) and scalars["train/loss"] < 10
+    params, metadata = load_params(workdir / "model")
+    assert metadata["step"] == 8
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_resume_skips_a_ruined_checkpoint_from_an_older_version(tmp_path, capsys):
+    workdir = tmp_path / "old"
+    config = tiny_config(num_train_steps=6, checkpoint_every_steps=2, steps_per_run=2)
+    training.train_and_evaluate(config, str(workdir))
+    # What a version without the check could leave: a step-4 checkpoint of NaN weights.
+    manager = training.checkpoint_manager(workdir, config)
+    host_state, _ = training.initial_state(config)
+    ruined = jax.tree.map(lambda x: np.full_like(x, np.nan) if np.asarray(x).dtype.kind == "f" else x,
+                          host_state)
+    ruined["step"] = np.asarray(4, np.int32)
+    training.save_checkpoint(manager, 4, ruined, {"next_index": 4})
+    manager.wait_until_finished()
+    manager.close()
+    capsys.readouterr()
+    training.train_and_evaluate(tiny_config(num_train_steps=6, checkpoint_every_steps=2), str(workdir))
+    out = capsys.readouterr().out
+    assert "checkpoint of step 4 holds a diverged state" in out
+    assert "resuming from the checkpoint of step 2" in out
+    params, metadata = load_params(workdir / "model")
+    assert metadata["step"] == 6 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_training_refuses_an_export_folder_of_user_files_before_training(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(IFCNNError, match="refusing to replace it"):
+        training.train_and_evaluate(tiny_config(export_dir=str(precious)), str(tmp_path / "run"))
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_nyu_config_runs_on_mock_data(tmp_path):

@@ -126,7 +126,8 @@ def main(argv: list[str]) -> int:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
         return 0
 
-    return run_command(body, interrupted="interrupted; the checkpoints already written are kept")
+    return run_command(body, interrupted="interrupted; the checkpoints already written are kept",
+                       stop_at_once=False)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -29,12 +29,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ifcnn_jax.checkpoints import check_free_space
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.model import IFCNN, new_ifcnn
 from ifcnn_jax.recipes import IMAGENET_MEAN, IMAGENET_STD
 from train import evaluation, input_pipeline
 from train.config_check import check_parallelism, validate_config
-from train.export import export_model
+from train.export import check_export_target, export_model
 from train.metric_writer import MetricWriter
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,14 @@ TrainState = dict[str, Any]
 
 
 class TrainingDiverged(IFCNNError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the state became NaN, infinite or absurd; the last good checkpoint
+    is kept."""
+
+
+# A loss (MSE in the model's normalised space, where images span about [-2.1, 2.6])
+# above this means the weights have blown up even if every number is still finite:
+# a model with garbage output inside the image range scores under 25.
+DIVERGED_LOSS = 1e3
 
 
 # ----------------------------------------------------------------------- the model
@@ -196,10 +204,34 @@ def make_train_step(config: ml_collections.ConfigDict, optimizer: optax.Gradient
         new_state = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
                      "batch_stats": aux["batch_stats"], "opt_state": opt_state}
         step_metrics = {"loss": loss, "pixel_loss": aux["pixel_loss"],
-                        "perceptual_loss": aux["perceptual_loss"], "grad_norm": optax.tree.norm(grads)}
+                        "perceptual_loss": aux["perceptual_loss"], "grad_norm": optax.tree.norm(grads),
+                        "state_finite": tree_is_finite(new_state)}
         return new_state, step_metrics
 
     return train_step
+
+
+def tree_is_finite(tree: Any) -> jax.Array:
+    """True when every floating-point leaf of ``tree`` is finite (a scalar bool)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def make_probe_fn(fuse_rule: str) -> Callable:
+    """``probe(params, batch_stats, sources, target) -> (finite, loss)``: whether the
+    state is finite, and the inference-mode MSE on one fixed batch in the normalised
+    space (not clipped, so blown-up weights show). Run before every save, so no
+    checkpoint holds a ruined state, and on resume."""
+
+    def probe(params, batch_stats, sources, target):
+        model = merge_model(fuse_rule, params, batch_stats)
+        model.eval()
+        fused = model(normalize(jnp.moveaxis(sources, 1, 0)))
+        loss = jnp.mean(jnp.square(fused - normalize(target)))
+        return tree_is_finite((params, batch_stats)) & jnp.isfinite(loss), loss
+
+    return probe
 
 
 def make_fuse_fn(fuse_rule: str) -> Callable:
@@ -259,6 +291,9 @@ def save_checkpoint(manager, step: int, state: TrainState, data_state: dict) -> 
     killed run leaves the earlier checkpoints intact)."""
     import orbax.checkpoint as ocp
 
+    # A full disk is found before writing: Orbax would fail in a background thread.
+    check_free_space(Path(manager.directory) / str(step),
+                     sum(int(np.asarray(x).nbytes) for x in jax.tree.leaves(state)))
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
 
@@ -307,6 +342,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     validate_config(config)
     check_parallelism(config, jax.device_count(), jax.process_count())
     workdir_path = Path(workdir)
+    export_dir = Path(config.export_dir) if config.export_dir else workdir_path / "model"
+    check_export_target(export_dir, workdir_path)  # before hours of training, not after
     process_index, process_count = jax.process_index(), jax.process_count()
     is_main = process_index == 0
 
@@ -325,10 +362,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if resnet_state is not None:
         resnet_state = replicate(resnet_state, replicated)
 
+    probe = jax.jit(make_probe_fn(config.fuse_rule), out_shardings=replicated)
+    probe_batch = replicate({k: v[:config.eval_batch_size] for k, v in eval_set.items()}, replicated)
+
+    def state_is_sound(state: TrainState) -> tuple[bool, float]:
+        with jax.set_mesh(mesh):
+            finite, loss = probe(state["params"], state["batch_stats"], probe_batch["sources"],
+                                 probe_batch["target"])
+        loss = float(to_host(loss))
+        return bool(to_host(finite)) and loss <= DIVERGED_LOSS, loss
+
     manager = checkpoint_manager(workdir_path, config)
-    latest = manager.latest_step()
+    # Resume from the newest checkpoint that passes the check (one saved by an older
+    # version without it may hold a ruined state); unsound ones are this run's own
+    # files and are deleted, so training continues from the last good one.
+    latest = None
+    for candidate in sorted(manager.all_steps(), reverse=True):
+        state, data_state = restore_checkpoint(manager, candidate, abstract_state)
+        sound, probe_loss = state_is_sound(state)
+        if sound:
+            latest = candidate
+            break
+        _say(f"the checkpoint of step {candidate} holds a diverged state (probe loss "
+             f"{probe_loss:.4g}); deleting it")
+        if is_main:
+            manager.delete(candidate)
     if latest is not None:
-        state, data_state = restore_checkpoint(manager, latest, abstract_state)
         _say(f"resuming from the checkpoint of step {latest} in {workdir_path / CHECKPOINT_SUBDIR}")
     else:
         state, data_state = replicate(host_state, replicated), None
@@ -397,6 +456,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     window_start, paused = time.perf_counter(), 0.0
     last_saved = latest
     step = start_step
+
+    def diverged(what: str):
+        kept = (f"the last good checkpoint (step {last_saved}) is kept in "
+                f"{workdir_path / CHECKPOINT_SUBDIR}" if last_saved is not None
+                else "no checkpoint had been written yet")
+        raise TrainingDiverged(f"{what}; stopping, {kept}. Lower config.learning_rate or set "
+                               "config.grad_clip_norm, then run again to continue from there")
+
     try:
         while step < last_step:
             batch = shard_batch(next(iterator), batch_sharding)
@@ -405,13 +472,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             with jax.set_mesh(mesh):
                 state, step_metrics = train_step(state, batch, resnet_state)
             step_metrics = {k: float(to_host(v)) for k, v in step_metrics.items()}
-            if not math.isfinite(step_metrics["loss"]):
-                kept = (f"the last good checkpoint (step {last_saved}) is kept in "
-                        f"{workdir_path / CHECKPOINT_SUBDIR}" if last_saved is not None
-                        else "no checkpoint had been written yet")
-                raise TrainingDiverged(
-                    f"the training loss became {step_metrics['loss']} at step {step + 1}; stopping, "
-                    f"{kept}. Lower config.learning_rate or set config.grad_clip_norm")
+            state_finite = step_metrics.pop("state_finite") > 0
+            if not math.isfinite(step_metrics["loss"]) or step_metrics["loss"] > DIVERGED_LOSS:
+                diverged(f"the training loss became {step_metrics['loss']:.4g} at step {step + 1}")
+            if not state_finite:
+                diverged(f"the parameters or optimiser state became NaN or infinite at step {step + 1}")
             step += 1
             window.append(step_metrics)
             progress.update(1)
@@ -425,6 +490,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 last_scalars.update(scalars)
                 window, window_start, paused = [], time.perf_counter(), 0.0
             if step % config.checkpoint_every_steps == 0 or step == last_step:
+                sound, probe_loss = state_is_sound(state)
+                if not sound:
+                    diverged(f"the state of step {step} fails the check before saving (probe loss "
+                             f"{probe_loss:.4g})")
                 save_checkpoint(manager, step, state, iterator.get_state())
                 last_saved = step
             if (config.eval_every_steps and step % config.eval_every_steps == 0) or \
@@ -443,12 +512,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.close()
 
     if step >= config.num_train_steps:
-        export_dir = Path(config.export_dir) if config.export_dir else workdir_path / "model"
         if is_main:
             metadata = {"kind": "ifcnn", "fuse_rule": config.fuse_rule, "task": "multifocus",
                         "step": step, "config": config.name, "trained_with": "python -m train.main"}
             export_model(export_dir, jax.tree.map(to_host, state["params"]),
-                         jax.tree.map(to_host, state["batch_stats"]), metadata)
+                         jax.tree.map(to_host, state["batch_stats"]), metadata, workdir=workdir_path)
             _say(f"exported the trained model (step {step}) to {export_dir}\n"
                  f"fuse with: ifcnn-fuse --task multifocus --model {export_dir} A.png B.png -o fused.png")
     else:
