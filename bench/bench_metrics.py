@@ -26,10 +26,10 @@ sys.path.insert(0, str(REPO))
 
 
 def load_pairs(release_dir: Path, fused_dir: Path | None):
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
-    from ifcnn_jax.image_io import read_image
-    from ifcnn_jax.metrics import to_gray_255
+    from ifcnn_jax.io.images import read_image  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    from ifcnn_jax.metrics import to_gray_255  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     folder = release_dir / "datasets" / "CMFDataset"
     groups = []
@@ -46,7 +46,7 @@ def load_pairs(release_dir: Path, fused_dir: Path | None):
 def evaluate_pass(groups) -> float:
     """All metrics for every pair through ``metrics.evaluate`` (the path ifcnn-eval takes:
     input checks, and SSIM_sum / MS_SSIM_sum derived from the means)."""
-    from ifcnn_jax.metrics import evaluate
+    from ifcnn_jax.metrics import evaluate  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     start = time.perf_counter()
     for sources, fused in groups:
@@ -55,10 +55,10 @@ def evaluate_pass(groups) -> float:
 
 
 def per_metric_pass(groups, names) -> dict[str, list[float]]:
-    import jax
-    import jax.numpy as jnp
+    import jax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    import jax.numpy as jnp  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
-    from ifcnn_jax.metrics import NO_REFERENCE_METRICS
+    from ifcnn_jax.metrics import NO_REFERENCE_METRICS  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     seconds: dict[str, list[float]] = {}
     for sources, fused in groups:
@@ -72,38 +72,50 @@ def per_metric_pass(groups, names) -> dict[str, list[float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--release-dir", type=Path,
-                        default=Path(os.environ.get("IFCNN_RELEASE_DIR",
-                                                    REPO.parent / "shared" / "ifcnn-release")))
-    parser.add_argument("--fused", type=Path, default=None,
-                        help="folder with lytro-NN.png fused results (default: mean of A, B)")
+    parser.add_argument(
+        "--release-dir",
+        type=Path,
+        default=Path(os.environ.get("IFCNN_RELEASE_DIR", REPO.parent / "shared" / "ifcnn-release")),
+    )
+    parser.add_argument(
+        "--fused",
+        type=Path,
+        default=None,
+        help="folder with lytro-NN.png fused results (default: mean of A, B)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed passes after the first")
     args = parser.parse_args()
     if not (args.release_dir / "datasets" / "CMFDataset").is_dir():
-        print(f"error: {args.release_dir}/datasets/CMFDataset not found (set --release-dir or "
-              "IFCNN_RELEASE_DIR)", file=sys.stderr)
+        print(
+            f"error: {args.release_dir}/datasets/CMFDataset not found (set --release-dir or "
+            "IFCNN_RELEASE_DIR)",
+            file=sys.stderr,
+        )
         return 2
 
-    import jax
+    import jax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
-    from ifcnn_jax.metrics import NO_REFERENCE_METRICS
+    from ifcnn_jax.metrics import NO_REFERENCE_METRICS  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     groups = load_pairs(args.release_dir, args.fused)
     names = [n for n, m in NO_REFERENCE_METRICS.items() if m.applies_to(2, 520, 520)]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"{len(groups)} Lytro pairs, 520x520 gray; {len(names)} metrics; jax {jax.__version__} "
-          f"on {jax.devices()[0].platform}, {cores} CPU cores available")
+    print(
+        f"{len(groups)} Lytro pairs, 520x520 gray; {len(names)} metrics; jax {jax.__version__} "
+        f"on {jax.devices()[0].platform}, {cores} CPU cores available"
+    )
     cpu = time.process_time()
     cold = evaluate_pass(groups)
-    print(f"first pass (compiles every metric): {cold:.1f} s wall, "
-          f"{time.process_time() - cpu:.1f} s CPU")
+    print(f"first pass (compiles every metric): {cold:.1f} s wall, {time.process_time() - cpu:.1f} s CPU")
     warm = []
     for _ in range(args.repeat):
         cpu = time.process_time()
         warm.append(evaluate_pass(groups))
         print(f"  compiled pass: {warm[-1]:.1f} s wall, {time.process_time() - cpu:.1f} s CPU")
-    print(f"median of {args.repeat} compiled passes: {statistics.median(warm):.1f} s for all "
-          f"{len(names)} metrics over {len(groups)} pairs (first pass {cold:.1f} s)")
+    print(
+        f"median of {args.repeat} compiled passes: {statistics.median(warm):.1f} s for all "
+        f"{len(names)} metrics over {len(groups)} pairs (first pass {cold:.1f} s)"
+    )
     per_metric = per_metric_pass(groups, names)
     print("median per pair, each metric on its own:")
     for name in names:

@@ -2,7 +2,7 @@
 PyTorch callable, ready to be timed by ``bench/run.py``.
 
 Both sides compute the same thing from the same inputs: the PyTorch side is the
-reference IFCNN of ``tests/torch_reference.py`` (the authors' semantics), in float32.
+reference IFCNN of ``convert/torch_reference.py`` (the authors' semantics), in float32.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ def release_dir() -> Path | None:
 def load_models(torch_device: str) -> Models:
     """The released MAX model (random weights of the same shapes if the release files
     are missing: timing does not depend on the values)."""
-    import torch
+    import torch  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
 
-    from ifcnn_jax.model import model_from_params
-    from tests.torch_reference import ReferenceIFCNN, params_from_reference
+    from convert.torch_reference import ReferenceIFCNN, params_from_reference  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
+    from ifcnn_jax.model import model_from_params  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     reference = ReferenceIFCNN("max")
     found = release_dir()
@@ -69,24 +69,35 @@ def load_models(torch_device: str) -> Models:
 
 
 def _torch_sync(device: str) -> None:
-    import torch
+    import torch  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
-def fusion_case(name: str, description: str, models: Models, num_sources: int, batch: int,
-                size: int, jax_device: jax.Device, torch_device: str, seed: int = 0) -> Case:
+def fusion_case(
+    name: str,
+    description: str,
+    models: Models,
+    num_sources: int,
+    batch: int,
+    size: int,
+    jax_device: jax.Device,
+    torch_device: str,
+    seed: int = 0,
+) -> Case:
     """Model time of one fusion call: inputs already on the device, output waited for."""
-    import torch
+    import torch  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
 
-    from ifcnn_jax.inference import forward
+    from ifcnn_jax.inference import forward  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     rng = np.random.default_rng(seed)
     sources = rng.normal(size=(num_sources, batch, size, size, 3)).astype(np.float32)
     sources_jax = jax.device_put(sources, jax_device)
-    tensors = [torch.from_numpy(np.ascontiguousarray(s)).permute(0, 3, 1, 2).contiguous()
-               .to(torch_device) for s in sources]
+    tensors = [
+        torch.from_numpy(np.ascontiguousarray(s)).permute(0, 3, 1, 2).contiguous().to(torch_device)
+        for s in sources
+    ]
     model_jax, model_torch = models.jax_model, models.torch_model
 
     def run_jax():
@@ -100,29 +111,38 @@ def fusion_case(name: str, description: str, models: Models, num_sources: int, b
 
     ours = np.asarray(run_jax())
     theirs = run_torch().permute(0, 2, 3, 1).cpu().numpy()
-    return Case(name, description, run_jax, run_torch, megapixels=batch * size * size / 1e6,
-                max_abs_diff=float(np.max(np.abs(ours - theirs))))
+    return Case(
+        name,
+        description,
+        run_jax,
+        run_torch,
+        megapixels=batch * size * size / 1e6,
+        max_abs_diff=float(np.max(np.abs(ours - theirs))),
+    )
 
 
-TRAIN_STEP_DESCRIPTION = ("one training step, batch {batch}, {size}x{size} crops, 2 sources, pixel + "
-                          "perceptual (ResNet-101 layer1) loss, Adam, conv1 frozen")
+TRAIN_STEP_DESCRIPTION = (
+    "one training step, batch {batch}, {size}x{size} crops, 2 sources, pixel + "
+    "perceptual (ResNet-101 layer1) loss, Adam, conv1 frozen"
+)
 
 
-def jax_train_step(jax_device: jax.Device | None = None, batch: int = 8, size: int = 128,
-                   seed: int = 0) -> Callable[[], object]:
-    """One repetition of the project's real training step: ``train.train.make_train_step``
+def jax_train_step(
+    jax_device: jax.Device | None = None, batch: int = 8, size: int = 128, seed: int = 0
+) -> Callable[[], object]:
+    """One repetition of the project's real training step: ``train.step.make_train_step``
     on the default config (IFCNN-MAX, conv1 frozen, pixel + perceptual loss on
     ResNet-101 ``layer1``, Adam through ``make_optimizer``), a uint8 batch of 2 sources
     as the input pipeline delivers it, jitted and sharded as ``train_and_evaluate`` does
     it: over every device of ``jax_device``'s platform (batch-sharded when there are
     several, as under ``python -m train.main`` on a multi-core CPU). The ResNet-101 is
     randomly initialised (nothing is downloaded; the cost does not depend on the values)."""
-    from flax import nnx
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from flax import nnx  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
-    from ifcnn_jax.resnet import ResNet101
-    from train import train as training
-    from train.configs import default
+    from ifcnn_jax.resnet import ResNet101  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    from train import step as training  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    from train.configs import default  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     config = default.get_config()
     config.batch_size, config.data.crop_size, config.seed = batch, size, seed
@@ -136,11 +156,17 @@ def jax_train_step(jax_device: jax.Device | None = None, batch: int = 8, size: i
     resnet_state = training.replicate(resnet_state, replicated)
     rng = np.random.default_rng(seed)
     inputs = training.shard_batch(
-        {"sources": rng.integers(0, 256, (batch, 2, size, size, 3), dtype=np.uint8),
-         "target": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)}, batch_sharding)
-    step = jax.jit(training.make_train_step(config, optimizer, resnet_graphdef),
-                   in_shardings=(replicated, batch_sharding, replicated),
-                   out_shardings=(replicated, replicated))
+        {
+            "sources": rng.integers(0, 256, (batch, 2, size, size, 3), dtype=np.uint8),
+            "target": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+        },
+        batch_sharding,
+    )
+    step = jax.jit(
+        training.make_train_step(config, optimizer, resnet_graphdef),
+        in_shardings=(replicated, batch_sharding, replicated),
+        out_shardings=(replicated, replicated),
+    )
     holder = {"state": state}
 
     def run_jax():
@@ -151,15 +177,16 @@ def jax_train_step(jax_device: jax.Device | None = None, batch: int = 8, size: i
     return run_jax
 
 
-def torch_train_step(torch_device: str, batch: int = 8, size: int = 128,
-                     seed: int = 0) -> Callable[[], object]:
+def torch_train_step(
+    torch_device: str, batch: int = 8, size: int = 128, seed: int = 0
+) -> Callable[[], object]:
     """The same step in PyTorch: the reference IFCNN in training mode with conv1 frozen,
     torchvision's ResNet-101 (random, frozen) up to layer1, pixel + perceptual MSE,
     Adam (lr 1e-4) over the trained parameters."""
-    import torch
-    import torchvision
+    import torch  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
+    import torchvision  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
 
-    from tests.torch_reference import ReferenceIFCNN
+    from convert.torch_reference import ReferenceIFCNN  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
 
     rng = np.random.default_rng(seed)
     sources = rng.normal(size=(2, batch, size, size, 3)).astype(np.float32)
@@ -168,8 +195,7 @@ def torch_train_step(torch_device: str, batch: int = 8, size: int = 128,
     net = ReferenceIFCNN("max").train().to(torch_device)
     net.conv1.weight.requires_grad_(False)  # frozen, as in the JAX config (and the paper)
     resnet = torchvision.models.resnet101(weights=None).eval().to(torch_device)
-    layer1 = torch.nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
-                                 resnet.layer1)
+    layer1 = torch.nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1)
     for p in layer1.parameters():
         p.requires_grad_(False)
     adam = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
@@ -182,8 +208,9 @@ def torch_train_step(torch_device: str, batch: int = 8, size: int = 128,
         fused = net(*sources_torch)
         with torch.no_grad():
             target_features = layer1(target_torch)
-        loss = (torch.nn.functional.mse_loss(fused, target_torch)
-                + torch.nn.functional.mse_loss(layer1(fused), target_features))
+        loss = torch.nn.functional.mse_loss(fused, target_torch) + torch.nn.functional.mse_loss(
+            layer1(fused), target_features
+        )
         loss.backward()
         adam.step()
         _torch_sync(torch_device)
@@ -192,12 +219,23 @@ def torch_train_step(torch_device: str, batch: int = 8, size: int = 128,
     return run_torch
 
 
-def train_step_case(jax_device: jax.Device, torch_device: str, batch: int = 8, size: int = 128,
-                    seed: int = 0, run_jax: Callable[[], object] | None = None) -> Case:
+def train_step_case(
+    jax_device: jax.Device,
+    torch_device: str,
+    batch: int = 8,
+    size: int = 128,
+    seed: int = 0,
+    run_jax: Callable[[], object] | None = None,
+) -> Case:
     """The train_step case; ``run_jax`` replaces the in-process JAX step (bench/run.py
     passes one that runs the step in a worker process with ``train.main``'s process
     settings)."""
     if run_jax is None:
         run_jax = jax_train_step(jax_device, batch, size, seed)
-    return Case("train_step", TRAIN_STEP_DESCRIPTION.format(batch=batch, size=size), run_jax,
-                torch_train_step(torch_device, batch, size, seed), images=batch)
+    return Case(
+        "train_step",
+        TRAIN_STEP_DESCRIPTION.format(batch=batch, size=size),
+        run_jax,
+        torch_train_step(torch_device, batch, size, seed),
+        images=batch,
+    )

@@ -39,23 +39,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = parser.parse_args(argv)
 
-    import jax
-    import numpy as np
+    import jax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    import numpy as np  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     device = jax.devices(args.device)[0]
     jax.config.update("jax_default_device", device)
 
-    import ifcnn_jax
-    from ifcnn_jax.inference import forward
-    from ifcnn_jax.model import new_ifcnn
+    import ifcnn_jax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    from ifcnn_jax.inference import forward  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    from ifcnn_jax.model import new_ifcnn  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     model = new_ifcnn("max", seed=0)
     model.eval()
     rng = np.random.default_rng(0)
     # Smooth content plus noise, as uint8 gray: the values do not change the cost.
     ramp = np.linspace(0, 200, args.size, dtype=np.float32)
-    images = [(ramp[:, None] * 0.5 + ramp[None, :] * 0.5).astype(np.uint8) + rng.integers(
-        0, 50, (args.size, args.size), dtype=np.uint8) for _ in range(2)]
+    images = [
+        (ramp[:, None] * 0.5 + ramp[None, :] * 0.5).astype(np.uint8)
+        + rng.integers(0, 50, (args.size, args.size), dtype=np.uint8)
+        for _ in range(2)
+    ]
     baseline = _rss_gb()
 
     start = time.perf_counter()
@@ -67,9 +70,20 @@ def main(argv: list[str] | None = None) -> int:
             stacked[i, 0] = (image.astype(np.float32) / 255)[:, :, None]
         fused = np.asarray(forward(model, stacked, tile=args.tile))
     wall = time.perf_counter() - start
-    print(json.dumps({"size": args.size, "path": args.path, "tile": args.tile,
-                      "device": str(device), "wall_s": wall, "peak_rss_gb": _peak_rss_gb(),
-                      "rss_before_gb": baseline, "output_shape": list(fused.shape)}))
+    print(
+        json.dumps(
+            {
+                "size": args.size,
+                "path": args.path,
+                "tile": args.tile,
+                "device": str(device),
+                "wall_s": wall,
+                "peak_rss_gb": _peak_rss_gb(),
+                "rss_before_gb": baseline,
+                "output_shape": list(fused.shape),
+            }
+        )
+    )
     return 0
 
 

@@ -6,7 +6,7 @@ Cases (see the README's performance table and bench/NOTES.md):
   fuse_pair   one 520x520 RGB pair, MAX model, float32, batch 1 (model time only)
   fuse_batch  8 pairs of 256x256
   train_step  one training step, batch 8, 128x128 crops, pixel + perceptual loss: the
-              project's train step (train.train.make_train_step), run on the CPU in a
+              project's train step (train.step.make_train_step), run on the CPU in a
               worker process with the settings that `python -m train.main` applies to
               itself (one XLA CPU device per core, malloc keeping freed memory; see
               train/main.py), so that it measures what training users get;
@@ -63,20 +63,31 @@ def _memory_gb() -> float | None:
 
 def machine_info() -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": _cpu_model(), "cores": cores, "memory_gb": _memory_gb(),
-            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+    return {
+        "cpu": _cpu_model(),
+        "cores": cores,
+        "memory_gb": _memory_gb(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
 
 
 def versions() -> dict:
-    import flax
-    import jax
-    import jaxlib
-    import numpy
-    import optax
-    import torch
+    import flax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    import jax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    import jaxlib  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    import numpy  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    import optax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    import torch  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
 
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-            "optax": optax.__version__, "torch": torch.__version__, "numpy": numpy.__version__}
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+    }
 
 
 def interleaved(run_jax, run_torch, reps: int, warmup: int) -> tuple[list[float], list[float]]:
@@ -101,15 +112,24 @@ def timed_case(case, reps: int, warmup: int) -> dict:
     jax_times, torch_times = interleaved(case.run_jax, case.run_torch, reps, warmup)
     jax_s = statistics.median(jax_times)
     torch_s = statistics.median(torch_times) if torch_times else None
-    result = {"description": case.description, "jax_s": jax_s, "torch_s": torch_s,
-              "ratio": jax_s / torch_s if torch_s else None,
-              "jax_times": jax_times, "torch_times": torch_times}
+    result = {
+        "description": case.description,
+        "jax_s": jax_s,
+        "torch_s": torch_s,
+        "ratio": jax_s / torch_s if torch_s else None,
+        "jax_times": jax_times,
+        "torch_times": torch_times,
+    }
     if case.megapixels:
-        result["megapixels_per_s"] = {"jax": case.megapixels / jax_s,
-                                      "torch": case.megapixels / torch_s if torch_s else None}
+        result["megapixels_per_s"] = {
+            "jax": case.megapixels / jax_s,
+            "torch": case.megapixels / torch_s if torch_s else None,
+        }
     if case.images:
-        result["images_per_s"] = {"jax": case.images / jax_s,
-                                  "torch": case.images / torch_s if torch_s else None}
+        result["images_per_s"] = {
+            "jax": case.images / jax_s,
+            "torch": case.images / torch_s if torch_s else None,
+        }
     if case.max_abs_diff is not None:
         result["max_abs_diff_vs_torch"] = case.max_abs_diff
     return result
@@ -119,8 +139,16 @@ def large_pair(size: int, device: str, paths: list[str]) -> dict:
     """Runs bench/large_pair.py once per path, each in a fresh process."""
     runs = {}
     for path in paths:
-        command = [sys.executable, str(REPO_ROOT / "bench" / "large_pair.py"), "--size", str(size),
-                   "--path", path, "--device", device]
+        command = [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "large_pair.py"),
+            "--size",
+            str(size),
+            "--path",
+            path,
+            "--device",
+            device,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             runs[path] = {"error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
@@ -128,18 +156,25 @@ def large_pair(size: int, device: str, paths: list[str]) -> dict:
         runs[path] = json.loads(done.stdout.strip().splitlines()[-1])
     main = runs.get("recipe") or runs.get("forward") or {}
     jax_s = main.get("wall_s")
-    result = {"description": f"synthetic {size}x{size} gray pair, wall time and peak RSS "
-                             f"(fresh process, tiling automatic); PyTorch not run",
-              "jax_s": jax_s, "torch_s": None, "ratio": None,
-              "peak_rss_gb": main.get("peak_rss_gb"), "runs": runs}
+    result = {
+        "description": f"synthetic {size}x{size} gray pair, wall time and peak RSS "
+        f"(fresh process, tiling automatic); PyTorch not run",
+        "jax_s": jax_s,
+        "torch_s": None,
+        "ratio": None,
+        "peak_rss_gb": main.get("peak_rss_gb"),
+        "runs": runs,
+    }
     if jax_s:
         result["megapixels_per_s"] = {"jax": size * size / 1e6 / jax_s, "torch": None}
     return result
 
 
 def markdown_table(report: dict) -> str:
-    lines = ["| case | JAX (s) | PyTorch (s) | JAX / PyTorch | throughput (JAX) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| case | JAX (s) | PyTorch (s) | JAX / PyTorch | throughput (JAX) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, r in report["cases"].items():
         if "jax_s" not in r or r["jax_s"] is None:
             lines.append(f"| `{name}` | failed | | | |")
@@ -157,11 +192,13 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| `{name}` | {r['jax_s']:.3f} | {torch_s} | {ratio} | {throughput} |")
     m = report["machine"]
     lines.append("")
-    lines.append(f"{report['date'][:10]}, {report['device']}: {m['cpu']}, {m['cores']} cores; "
-                 f"jax {report['versions']['jax']}, torch {report['versions']['torch']} "
-                 f"({report['settings']['torch_threads']} threads); load average "
-                 f"{report['conditions']['loadavg_start'][0]:.1f} -> "
-                 f"{report['conditions']['loadavg_end'][0]:.1f}.")
+    lines.append(
+        f"{report['date'][:10]}, {report['device']}: {m['cpu']}, {m['cores']} cores; "
+        f"jax {report['versions']['jax']}, torch {report['versions']['torch']} "
+        f"({report['settings']['torch_threads']} threads); load average "
+        f"{report['conditions']['loadavg_start'][0]:.1f} -> "
+        f"{report['conditions']['loadavg_end'][0]:.1f}."
+    )
     return "\n".join(lines)
 
 
@@ -171,10 +208,17 @@ class TrainStepWorker:
     the PyTorch repetitions still interleave with it."""
 
     def __init__(self, device: str):
-        command = [sys.executable, str(Path(__file__).resolve()), "--worker", "train_step",
-                   "--device", device]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, cwd=REPO_ROOT)
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            "train_step",
+            "--device",
+            device,
+        ]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
+        )
         self.info = self._reply()
         self.times: list[dict] = []  # the worker's own wall and CPU time per repetition
 
@@ -197,26 +241,39 @@ class TrainStepWorker:
 
 def train_step_worker(device: str) -> int:
     """Worker side of :class:`TrainStepWorker`: reads ``run`` lines, answers JSON."""
-    from train.main import keep_freed_memory, one_cpu_device_per_core
+    from train.process import keep_freed_memory, one_cpu_device_per_core  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     # Before JAX starts, as python -m train.main does (batch 8: the case's batch).
     applied = keep_freed_memory()
     devices = one_cpu_device_per_core(8) if device == "cpu" else 1
-    import jax
+    import jax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
-    from bench.cases import jax_train_step
+    from bench.cases import jax_train_step  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     run = jax_train_step(jax.devices(device)[0])
     run()  # compile outside the timed repetitions
-    print(json.dumps({"ready": True, "keep_freed_memory": applied, "cpu_devices": devices,
-                      "devices": jax.device_count(device)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "keep_freed_memory": applied,
+                "cpu_devices": devices,
+                "devices": jax.device_count(device),
+            }
+        ),
+        flush=True,
+    )
     for line in sys.stdin:
         if line.strip() != "run":
             break
         start_wall, start_cpu = time.perf_counter(), time.process_time()
         run()
-        print(json.dumps({"wall_s": time.perf_counter() - start_wall,
-                          "cpu_s": time.process_time() - start_cpu}), flush=True)
+        print(
+            json.dumps(
+                {"wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - start_cpu}
+            ),
+            flush=True,
+        )
     return 0
 
 
@@ -225,25 +282,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--json", metavar="FILE", help="write the full report here")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (3 instead of 10)")
-    parser.add_argument("--cases", default=",".join(CASES),
-                        help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}"
+    )
     parser.add_argument("--reps", type=int, help="timed repetitions per side (default 10, quick 3)")
-    parser.add_argument("--torch-threads", type=int,
-                        help="PyTorch intra-op threads (default: the cores available)")
+    parser.add_argument(
+        "--torch-threads", type=int, help="PyTorch intra-op threads (default: the cores available)"
+    )
     parser.add_argument("--large-size", type=int, default=8192, help="side of the large pair")
-    parser.add_argument("--large-paths", default="recipe,forward",
-                        help="large_pair: 'recipe' (ifcnn_jax.fuse), 'forward' (network only)")
-    parser.add_argument("--train-step-in-process", action="store_true",
-                        help="train_step: run the JAX step in this process (default allocator)")
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="apply train.main's allocator settings to this process too "
-                             "(PyTorch and the fusion cases)")
+    parser.add_argument(
+        "--large-paths",
+        default="recipe,forward",
+        help="large_pair: 'recipe' (ifcnn_jax.cli.fuse), 'forward' (network only)",
+    )
+    parser.add_argument(
+        "--train-step-in-process",
+        action="store_true",
+        help="train_step: run the JAX step in this process (default allocator)",
+    )
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="apply train.main's allocator settings to this process too (PyTorch and the fusion cases)",
+    )
     parser.add_argument("--worker", choices=("train_step",), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return train_step_worker(args.device)
     if args.keep_freed_memory:
-        from train.main import keep_freed_memory
+        from train.process import keep_freed_memory  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
         if not keep_freed_memory():
             parser.error("--keep-freed-memory: not applied (not glibc, or MALLOC_*/GLIBC_TUNABLES set)")
@@ -254,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or (3 if args.quick else 10)
     warmup = 1 if args.quick else 2
 
-    import jax
-    import torch
+    import jax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    import torch  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
 
     machine = machine_info()
     torch_threads = args.torch_threads or machine["cores"]
@@ -267,15 +334,23 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_default_device", jax_device)
     torch_device = "cuda" if args.device == "gpu" and torch.cuda.is_available() else "cpu"
 
-    from bench import cases as bench_cases
+    from bench import cases as bench_cases  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
-    report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "device": f"{args.device} ({jax_device.device_kind})", "machine": machine,
-              "versions": versions(),
-              "settings": {"reps": reps, "warmup": warmup, "torch_threads": torch_threads,
-                           "torch_device": torch_device,
-                           "keep_freed_memory_in_this_process": args.keep_freed_memory},
-              "conditions": {"loadavg_start": list(os.getloadavg())}, "cases": {}}
+    report = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "device": f"{args.device} ({jax_device.device_kind})",
+        "machine": machine,
+        "versions": versions(),
+        "settings": {
+            "reps": reps,
+            "warmup": warmup,
+            "torch_threads": torch_threads,
+            "torch_device": torch_device,
+            "keep_freed_memory_in_this_process": args.keep_freed_memory,
+        },
+        "conditions": {"loadavg_start": list(os.getloadavg())},
+        "cases": {},
+    }
     models = None
     for name in cases:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
@@ -283,11 +358,14 @@ def main(argv: list[str] | None = None) -> int:
             models = bench_cases.load_models(torch_device)
             report["settings"]["weights"] = models.weights
         if name in ("fuse_pair", "fuse_batch"):
-            description, batch, size = (("one 520x520 RGB pair, MAX, float32, batch 1", 1, 520)
-                                        if name == "fuse_pair" else
-                                        ("8 pairs of 256x256 RGB, MAX, float32", 8, 256))
-            case = bench_cases.fusion_case(name, description, models, 2, batch, size, jax_device,
-                                           torch_device)
+            description, batch, size = (
+                ("one 520x520 RGB pair, MAX, float32, batch 1", 1, 520)
+                if name == "fuse_pair"
+                else ("8 pairs of 256x256 RGB, MAX, float32", 8, 256)
+            )
+            case = bench_cases.fusion_case(
+                name, description, models, 2, batch, size, jax_device, torch_device
+            )
             report["cases"][name] = timed_case(case, reps, warmup)
         elif name == "train_step":
             worker = None
@@ -303,12 +381,14 @@ def main(argv: list[str] | None = None) -> int:
             if worker is not None:  # the worker's own clocks, timed repetitions only
                 report["cases"][name]["jax_worker_times"] = worker.times[warmup:]
         else:
-            report["cases"][name] = large_pair(args.large_size, args.device,
-                                               args.large_paths.split(","))
+            report["cases"][name] = large_pair(args.large_size, args.device, args.large_paths.split(","))
         r = report["cases"][name]
         if r["ratio"] is not None:
-            print(f"[bench] {name}: jax {r['jax_s']:.3f} s, torch {r['torch_s']:.3f} s, "
-                  f"ratio {r['ratio']:.2f}", file=sys.stderr, flush=True)
+            print(
+                f"[bench] {name}: jax {r['jax_s']:.3f} s, torch {r['torch_s']:.3f} s, ratio {r['ratio']:.2f}",
+                file=sys.stderr,
+                flush=True,
+            )
     report["conditions"]["loadavg_end"] = list(os.getloadavg())
 
     table = markdown_table(report)

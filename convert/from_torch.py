@@ -19,18 +19,21 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ifcnn_jax.errors import run_command  # noqa: E402
+from ifcnn_jax.cli.common import run_command  # noqa: E402
 
 SUBCOMMANDS = {
     "ifcnn": ("convert.ifcnn", "the authors' released IFCNN-MAX/SUM/MEAN state dicts"),
-    "resnet101": ("convert.resnet101", "a torchvision ResNet-101 state dict (for conv1 and the "
-                                       "perceptual loss)"),
+    "resnet101": (
+        "convert.resnet101",
+        "a torchvision ResNet-101 state dict (for conv1 and the perceptual loss)",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="from_torch.py", description="Convert PyTorch weights to ifcnn-jax checkpoints.")
+        prog="from_torch.py", description="Convert PyTorch weights to ifcnn-jax checkpoints."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         try:

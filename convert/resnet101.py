@@ -13,13 +13,23 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
+import jax
 import numpy as np
 
 from convert import common
-from ifcnn_jax import released
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.resnet import (BLOCKS_PER_LAYER, BOTTLENECK_WIDTHS, CHECKPOINT_KIND, EXPANSION,
-                              LAYER_NAMES, STEM_FEATURES, TAPS)
+from ifcnn_jax.io import state_dicts
+from ifcnn_jax.io.checkpoints import save_params
+from ifcnn_jax.resnet import (
+    BLOCKS_PER_LAYER,
+    BOTTLENECK_WIDTHS,
+    CHECKPOINT_KIND,
+    EXPANSION,
+    LAYER_NAMES,
+    STEM_FEATURES,
+    TAPS,
+    resnet101_from_params,
+)
 
 TORCHVISION_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 # The classifier is not part of the feature stack; any number of classes is accepted.
@@ -27,8 +37,7 @@ CLASSIFIER_PREFIX = "fc."
 VERIFY_TOLERANCE = 1e-4  # max |ours - torch| / max |torch|, per tap
 VERIFY_INPUT_SHAPE = (2, 97, 131, 3)  # odd sizes exercise the stride/padding arithmetic
 
-_BN_FIELDS = (("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"),
-              ("running_var", "var"))
+_BN_FIELDS = (("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"), ("running_var", "var"))
 
 
 def _network_layout() -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[tuple[str, ...], bool]]]:
@@ -70,16 +79,24 @@ EXPECTED_SHAPES, KEY_MAP = _network_layout()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", nargs="?",
-                        help="torchvision ResNet-101 state dict, e.g. resnet101-63fe2227.pth "
-                             "(omit with --torchvision-weights)")
+    parser.add_argument(
+        "src",
+        nargs="?",
+        help="torchvision ResNet-101 state dict, e.g. resnet101-63fe2227.pth "
+        "(omit with --torchvision-weights)",
+    )
     parser.add_argument("out_dir", help="checkpoint directory to create")
-    parser.add_argument("--torchvision-weights", choices=TORCHVISION_WEIGHTS,
-                        help="instead of SRC, use torchvision's ImageNet weights (downloaded "
-                             "into torch's hub cache, $TORCH_HOME, unless already there)")
-    parser.add_argument("--verify", action="store_true",
-                        help="compare every feature tap against torchvision on random input "
-                             "before writing")
+    parser.add_argument(
+        "--torchvision-weights",
+        choices=TORCHVISION_WEIGHTS,
+        help="instead of SRC, use torchvision's ImageNet weights (downloaded "
+        "into torch's hub cache, $TORCH_HOME, unless already there)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare every feature tap against torchvision on random input before writing",
+    )
     parser.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
 
 
@@ -90,7 +107,7 @@ def strip_classifier(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def state_dict_to_params(state: dict[str, np.ndarray]) -> dict:
     """Maps a checked torchvision ResNet-101 state dict to the tree of ``ResNet101``."""
-    return released.state_dict_to_params(state, KEY_MAP)
+    return state_dicts.state_dict_to_params(state, KEY_MAP)
 
 
 def torchvision_features(state: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.ndarray]:
@@ -100,18 +117,23 @@ def torchvision_features(state: dict[str, np.ndarray], images: np.ndarray) -> di
     """
     torch = common.require_torch()
     try:
-        import torchvision
+        import torchvision  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
     except ImportError as exc:
         raise IFCNNError("--verify needs torchvision: pip install 'ifcnn-jax[torch]'") from exc
     net = torchvision.models.resnet101(weights=None)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
     result = net.load_state_dict(tensors, strict=False)
     # Only the BatchNorm counters (dropped on reading) and an absent classifier may be missing.
-    missing = [k for k in result.missing_keys if not k.endswith(common.IGNORED_SUFFIXES)
-               and not k.startswith(CLASSIFIER_PREFIX)]
+    missing = [
+        k
+        for k in result.missing_keys
+        if not k.endswith(common.IGNORED_SUFFIXES) and not k.startswith(CLASSIFIER_PREFIX)
+    ]
     if missing or result.unexpected_keys:
-        raise IFCNNError(f"torchvision could not load the weights (missing {missing[:3]}, "
-                         f"unexpected {result.unexpected_keys[:3]})")
+        raise IFCNNError(
+            f"torchvision could not load the weights (missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]})"
+        )
     net.eval()
     features = {}
     with torch.no_grad():
@@ -129,9 +151,6 @@ def torchvision_features(state: dict[str, np.ndarray], images: np.ndarray) -> di
 
 def verify(params: dict, state: dict[str, np.ndarray], seed: int = 0) -> dict[str, float]:
     """Per tap, max |JAX - torchvision| / max |torchvision| on random input."""
-    import jax
-
-    from ifcnn_jax.resnet import resnet101_from_params
 
     images = np.random.default_rng(seed).normal(size=VERIFY_INPUT_SHAPE).astype(np.float32)
     reference = torchvision_features(state, images)
@@ -139,8 +158,10 @@ def verify(params: dict, state: dict[str, np.ndarray], seed: int = 0) -> dict[st
     with jax.default_matmul_precision("highest"):
         ours = resnet101_from_params(params)(jax.numpy.asarray(images), taps=TAPS)
         ours = {k: np.asarray(v) for k, v in ours.items()}
-    return {tap: float(np.max(np.abs(ours[tap] - reference[tap])) / np.max(np.abs(reference[tap])))
-            for tap in TAPS}
+    return {
+        tap: float(np.max(np.abs(ours[tap] - reference[tap])) / np.max(np.abs(reference[tap])))
+        for tap in TAPS
+    }
 
 
 def torchvision_weights_file(name: str) -> Path:
@@ -148,10 +169,9 @@ def torchvision_weights_file(name: str) -> Path:
     torch's hub cache (``$TORCH_HOME/hub/checkpoints``) if it is not there yet."""
     torch = common.require_torch()
     try:
-        from torchvision.models import ResNet101_Weights
+        from torchvision.models import ResNet101_Weights  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
     except ImportError as exc:
-        raise IFCNNError("--torchvision-weights needs torchvision: "
-                         "pip install 'ifcnn-jax[torch]'") from exc
+        raise IFCNNError("--torchvision-weights needs torchvision: pip install 'ifcnn-jax[torch]'") from exc
     url = ResNet101_Weights[name].url
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
     if cached.is_file():
@@ -160,13 +180,14 @@ def torchvision_weights_file(name: str) -> Path:
     cached.parent.mkdir(parents=True, exist_ok=True)
     try:
         # torch writes a temporary file and renames it, and checks the hash in the name.
-        torch.hub.download_url_to_file(url, str(cached), hash_prefix=_hash_in_name(cached),
-                                       progress=True)
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=_hash_in_name(cached), progress=True)
     except Exception as exc:  # urllib, socket and hash errors have many types
         detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise IFCNNError(f"cannot download torchvision {name} weights from {url} "
-                         f"({type(exc).__name__}{': ' + detail if detail else ''}); without "
-                         "internet, copy the file to a local path and pass it as SRC") from exc
+        raise IFCNNError(
+            f"cannot download torchvision {name} weights from {url} "
+            f"({type(exc).__name__}{': ' + detail if detail else ''}); without "
+            "internet, copy the file to a local path and pass it as SRC"
+        ) from exc
     return cached
 
 
@@ -176,14 +197,15 @@ def _hash_in_name(path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ifcnn_jax.checkpoints import save_params
 
     if args.src and args.torchvision_weights:
-        raise IFCNNError(f"give either SRC ({args.src}) or --torchvision-weights "
-                         f"{args.torchvision_weights}, not both")
+        raise IFCNNError(
+            f"give either SRC ({args.src}) or --torchvision-weights {args.torchvision_weights}, not both"
+        )
     if not args.src and not args.torchvision_weights:
-        raise IFCNNError("give a ResNet-101 state dict SRC or --torchvision-weights "
-                         f"{'|'.join(TORCHVISION_WEIGHTS)}")
+        raise IFCNNError(
+            f"give a ResNet-101 state dict SRC or --torchvision-weights {'|'.join(TORCHVISION_WEIGHTS)}"
+        )
     common.refuse_existing(args.out_dir, args.force)
     src = Path(args.src) if args.src else torchvision_weights_file(args.torchvision_weights)
     state = strip_classifier(common.load_torch_state_dict(src))
@@ -196,14 +218,18 @@ def run(args: argparse.Namespace) -> int:
         # `not <=` also catches NaN, which every comparison would let through.
         failed = [tap for tap, err in errors.items() if not err <= VERIFY_TOLERANCE]
         if failed:
-            raise IFCNNError(f"{src}: verification failed at {failed[0]}, relative difference "
-                             f"{errors[failed[0]]:.3g} > {VERIFY_TOLERANCE:g}; nothing written")
+            raise IFCNNError(
+                f"{src}: verification failed at {failed[0]}, relative difference "
+                f"{errors[failed[0]]:.3g} > {VERIFY_TOLERANCE:g}; nothing written"
+            )
         print(f"verify: all taps within {VERIFY_TOLERANCE:g}")
     sha256 = common.sha256_of(src)
     expected_prefix = _hash_in_name(src) if args.torchvision_weights else None
     if expected_prefix and not sha256.startswith(expected_prefix):
-        print(f"warning: {src} has SHA-256 {sha256[:12]}..., not the {expected_prefix} in its "
-              "name; the cached download may be damaged")
+        print(
+            f"warning: {src} has SHA-256 {sha256[:12]}..., not the {expected_prefix} in its "
+            "name; the cached download may be damaged"
+        )
     metadata = {
         "kind": CHECKPOINT_KIND,
         "source_file": src.name,

@@ -11,11 +11,20 @@ themselves stay out of it.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
+import skimage.data
+from PIL import Image
+
+import ifcnn_jax
+from ifcnn_jax import metrics
+from ifcnn_jax.data.synthesis import synthesize_example
+from ifcnn_jax.figures import figure_png, thumbnail
+from ifcnn_jax.io.images import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -25,41 +34,45 @@ PHOTOS = (("astronaut", 7), ("coffee", 3), ("chelsea", 11))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--release-dir", default=os.environ.get(
-        "IFCNN_RELEASE_DIR", str(REPO.parent / "shared" / "ifcnn-release")))
+    parser.add_argument(
+        "--release-dir",
+        default=os.environ.get("IFCNN_RELEASE_DIR", str(REPO.parent / "shared" / "ifcnn-release")),
+    )
     parser.add_argument("--out", default=str(REPO / "docs" / "images" / "multifocus_example.jpg"))
     args = parser.parse_args()
-
-    import skimage.data
-
-    import ifcnn_jax
-    from ifcnn_jax import metrics
-    from ifcnn_jax.figures import figure_png, thumbnail
-    from ifcnn_jax.image_io import write_bytes_atomic
-    from ifcnn_jax.synthesis import synthesize_example
 
     model = ifcnn_jax.load(str(Path(args.release_dir) / "snapshots" / "IFCNN-MAX.pth"))
     rows = []
     for name, seed in PHOTOS:
         photo = getattr(skimage.data, name)()
-        example = synthesize_example(photo, rng=np.random.default_rng(seed), crop_size=256,
-                                     radius_range=(4, 6), focus_map="shapes", flip=False)
+        example = synthesize_example(
+            photo,
+            rng=np.random.default_rng(seed),
+            crop_size=256,
+            radius_range=(4, 6),
+            focus_map="shapes",
+            flip=False,
+        )
         sources = [np.round(s).astype(np.uint8) for s in example.sources]
         target = np.round(example.target).astype(np.uint8)
         fused = ifcnn_jax.fuse(model, sources, task="multifocus")
         average = np.round(np.mean(example.sources, axis=0)).astype(np.uint8)
-        psnr = {label: float(metrics.evaluate(sources, image, reference=target, names=["PSNR_ref"])["PSNR_ref"])
-                for label, image in (("fused", fused), ("average", average))}
-        rows.append((f"{name}: synthetic defocus, kr 4-6", [
-            ("source A", thumbnail(sources[0], 200)),
-            ("source B", thumbnail(sources[1], 200)),
-            (f"average ({psnr['average']:.1f} dB)", thumbnail(average, 200)),
-            (f"IFCNN-MAX ({psnr['fused']:.1f} dB)", thumbnail(fused, 200)),
-            ("ground truth", thumbnail(target, 200)),
-        ]))
-    import io
-
-    from PIL import Image
+        psnr = {
+            label: float(metrics.evaluate(sources, image, reference=target, names=["PSNR_ref"])["PSNR_ref"])
+            for label, image in (("fused", fused), ("average", average))
+        }
+        rows.append(
+            (
+                f"{name}: synthetic defocus, kr 4-6",
+                [
+                    ("source A", thumbnail(sources[0], 200)),
+                    ("source B", thumbnail(sources[1], 200)),
+                    (f"average ({psnr['average']:.1f} dB)", thumbnail(average, 200)),
+                    (f"IFCNN-MAX ({psnr['fused']:.1f} dB)", thumbnail(fused, 200)),
+                    ("ground truth", thumbnail(target, 200)),
+                ],
+            )
+        )
 
     # JPEG keeps the picture small enough for the repository.
     buffer = io.BytesIO()

@@ -1,8 +1,8 @@
 """IFCNN image fusion (Zhang et al., Information Fusion 2020) in JAX/Flax NNX.
 
-    import ifcnn_jax
-    model = ifcnn_jax.load("checkpoints/ifcnn-max")      # a converted or trained checkpoint
-    fused = ifcnn_jax.fuse(model, [img_a, img_b], task="multifocus")
+import ifcnn_jax
+model = ifcnn_jax.load("checkpoints/ifcnn-max")      # a converted or trained checkpoint
+fused = ifcnn_jax.fuse(model, [img_a, img_b], task="multifocus")
 """
 
 import importlib
@@ -12,12 +12,26 @@ from ifcnn_jax.tasks import DEFAULT_RULE, TASKS
 
 # Loaded on first use (PEP 562), so that ``import ifcnn_jax`` and the command lines'
 # ``--help`` do not pay for importing JAX, Flax and OpenCV.
-_LAZY = {"IFCNN": "ifcnn_jax.model", "load": "ifcnn_jax.model", "new_ifcnn": "ifcnn_jax.model",
-         "fuse": "ifcnn_jax.recipes", "read_image": "ifcnn_jax.image_io",
-         "write_image": "ifcnn_jax.image_io"}
+_LAZY = {
+    "IFCNN": "ifcnn_jax.model",
+    "load": "ifcnn_jax.model",
+    "new_ifcnn": "ifcnn_jax.model",
+    "fuse": "ifcnn_jax.recipes",
+    "read_image": "ifcnn_jax.io.images",
+    "write_image": "ifcnn_jax.io.images",
+}
 
-__all__ = ["IFCNN", "IFCNNError", "DEFAULT_RULE", "TASKS", "fuse", "load", "new_ifcnn",
-           "read_image", "write_image"]
+__all__ = [
+    "IFCNN",
+    "IFCNNError",
+    "DEFAULT_RULE",
+    "TASKS",
+    "fuse",
+    "load",
+    "new_ifcnn",
+    "read_image",
+    "write_image",
+]
 __version__ = "0.1.0"
 
 

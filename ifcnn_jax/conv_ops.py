@@ -53,16 +53,22 @@ def conv_replicate(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """
     k = kernel.shape[0]
     if kernel.ndim != 4 or kernel.shape[1] != k or k % 2 != 1 or x.shape[-1] != kernel.shape[2]:
-        raise ValueError(f"conv_replicate: kernel {tuple(kernel.shape)} must be (k, k, C_in, C_out) "
-                         f"with odd k and C_in = {x.shape[-1]}")
+        raise ValueError(
+            f"conv_replicate: kernel {tuple(kernel.shape)} must be (k, k, C_in, C_out) "
+            f"with odd k and C_in = {x.shape[-1]}"
+        )
     if jax.default_backend() != "cpu":
         return _flat_images(_xla_conv, x, kernel)
     mesh = jax.sharding.get_abstract_mesh()
     if not mesh.empty and mesh.size > 1 and x.ndim >= 4 and x.shape[-4] % mesh.size == 0:
         batch = PartitionSpec(*([None] * (x.ndim - 4)), tuple(mesh.axis_names))
-        per_device = jax.shard_map(lambda x, kernel: _flat_images(_blocked_conv, x, kernel),
-                                   mesh=mesh, in_specs=(batch, PartitionSpec()), out_specs=batch,
-                                   check_vma=False)
+        per_device = jax.shard_map(
+            lambda x, kernel: _flat_images(_blocked_conv, x, kernel),
+            mesh=mesh,
+            in_specs=(batch, PartitionSpec()),
+            out_specs=batch,
+            check_vma=False,
+        )
         return per_device(x, kernel)
     return _flat_images(_blocked_conv, x, kernel)
 
@@ -79,8 +85,9 @@ def _edge_pad(x: jax.Array, pad: int) -> jax.Array:
 
 def _xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     pad = (kernel.shape[0] - 1) // 2
-    return lax.conv_general_dilated(_edge_pad(x, pad), kernel, (1, 1), "VALID",
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(
+        _edge_pad(x, pad), kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def _band_rows(rows: int, width: int) -> tuple[int, int]:
@@ -97,8 +104,9 @@ def _row_tap_kernel(kernel: jax.Array) -> jax.Array:
     return jnp.transpose(kernel, (1, 2, 0, 3)).reshape(k * c_in, k * c_out)
 
 
-def _gather_rows(images: jax.Array, image: jax.Array, first: jax.Array, count: int, *,
-                 zero_outside: bool) -> jax.Array:
+def _gather_rows(
+    images: jax.Array, image: jax.Array, first: jax.Array, count: int, *, zero_outside: bool
+) -> jax.Array:
     """Rows ``first .. first + count - 1`` of image ``image`` of ``(S, H, W, C)``; rows
     outside the image repeat the nearest edge row, or are zero with ``zero_outside``.
     Gathering the rows of each block (rather than padding the whole batch once)
@@ -106,8 +114,13 @@ def _gather_rows(images: jax.Array, image: jax.Array, first: jax.Array, count: i
     num_images, height = images.shape[:2]
     wanted = first + jnp.arange(count)
     rows = image * height + jnp.clip(wanted, 0, height - 1)
-    block = jnp.take(images.reshape((num_images * height,) + images.shape[2:]), rows, axis=0,
-                     mode="clip", indices_are_sorted=True)
+    block = jnp.take(
+        images.reshape((num_images * height,) + images.shape[2:]),
+        rows,
+        axis=0,
+        mode="clip",
+        indices_are_sorted=True,
+    )
     if zero_outside:
         inside = (wanted >= 0) & (wanted < height)
         block = jnp.where(inside[:, None, None], block, 0.0)
@@ -121,20 +134,24 @@ def _horizontal_taps(block: jax.Array, k: int, pad: int, *, zero_outside: bool) 
     rows, width, channels = block.shape
     if pad:
         edge_shape = (rows, pad, channels)
-        left = (jnp.zeros(edge_shape, block.dtype) if zero_outside
-                else jnp.broadcast_to(block[:, :1], edge_shape))
-        right = (jnp.zeros(edge_shape, block.dtype) if zero_outside
-                 else jnp.broadcast_to(block[:, -1:], edge_shape))
+        left = (
+            jnp.zeros(edge_shape, block.dtype) if zero_outside else jnp.broadcast_to(block[:, :1], edge_shape)
+        )
+        right = (
+            jnp.zeros(edge_shape, block.dtype)
+            if zero_outside
+            else jnp.broadcast_to(block[:, -1:], edge_shape)
+        )
         block = jnp.concatenate([left, block, right], axis=1)
     out_width = width + 2 * pad - k + 1
-    return jnp.concatenate([block[:, dx:dx + out_width] for dx in range(k)], axis=-1)
+    return jnp.concatenate([block[:, dx : dx + out_width] for dx in range(k)], axis=-1)
 
 
 def _shifted_row_sum(per_row: jax.Array, k: int, rows: int, c_out: int) -> jax.Array:
     """sum over dy of rows ``dy .. dy + rows - 1`` of the dy-th ``c_out`` channel group."""
     out = per_row[0:rows, :, 0:c_out]
     for dy in range(1, k):
-        out = out + per_row[dy:dy + rows, :, dy * c_out:(dy + 1) * c_out]
+        out = out + per_row[dy : dy + rows, :, dy * c_out : (dy + 1) * c_out]
     return out
 
 
@@ -162,8 +179,7 @@ def _conv_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
         result = _shifted_row_sum(per_row, k, band, c_out)
         return lax.dynamic_update_slice(out, result[None], (image, top, 0, 0))
 
-    return lax.fori_loop(0, images * bands, one_band,
-                         _loop_output((images, height, width, c_out), x))
+    return lax.fori_loop(0, images * bands, one_band, _loop_output((images, height, width, c_out), x))
 
 
 def _kernel_gradient(x: jax.Array, grad: jax.Array, k: int) -> jax.Array:
@@ -186,12 +202,10 @@ def _kernel_gradient(x: jax.Array, grad: jax.Array, k: int) -> jax.Array:
         taps = _horizontal_taps(block, k, pad, zero_outside=False)
         # Padded row t meets output row t - dy through kernel row dy.
         grads = _gather_rows(grad, image, top - (k - 1), band + k - 1, zero_outside=True)
-        shifted = jnp.concatenate([grads[k - 1 - dy:k - 1 - dy + band] for dy in range(k)],
-                                  axis=-1)
+        shifted = jnp.concatenate([grads[k - 1 - dy : k - 1 - dy + band] for dy in range(k)], axis=-1)
         return total + lax.dot_general(taps, shifted, (((0, 1), (0, 1)), ((), ())))
 
-    total = lax.fori_loop(0, images * bands, one_band,
-                          jnp.zeros((k * c_in, k * c_out), x.dtype))
+    total = lax.fori_loop(0, images * bands, one_band, jnp.zeros((k * c_in, k * c_out), x.dtype))
     return jnp.transpose(total.reshape(k, c_in, k, c_out), (2, 0, 1, 3))
 
 
@@ -216,17 +230,16 @@ def _input_gradient(grad: jax.Array, kernel: jax.Array) -> jax.Array:
         grads = _gather_rows(grad, image, top - 2 * pad, band + 2 * pad + k - 1, zero_outside=True)
         per_row = jnp.dot(_horizontal_taps(grads, k, 2 * pad, zero_outside=True), flipped)
         padded = _shifted_row_sum(per_row, k, band + 2 * pad, c_in)  # (band + 2p, W + 2p, C)
-        cols = padded[:, pad:pad + width]
+        cols = padded[:, pad : pad + width]
         cols = cols.at[:, 0].add(jnp.sum(padded[:, :pad], axis=1))
-        cols = cols.at[:, -1].add(jnp.sum(padded[:, pad + width:], axis=1))
-        result = cols[pad:pad + band]
+        cols = cols.at[:, -1].add(jnp.sum(padded[:, pad + width :], axis=1))
+        result = cols[pad : pad + band]
         top_fold = jnp.where(top == 0, jnp.sum(cols[:pad], axis=0), 0.0)
-        bottom_fold = jnp.where(top + band == height, jnp.sum(cols[pad + band:], axis=0), 0.0)
+        bottom_fold = jnp.where(top + band == height, jnp.sum(cols[pad + band :], axis=0), 0.0)
         result = result.at[0].add(top_fold).at[-1].add(bottom_fold)
         return lax.dynamic_update_slice(out, result[None], (image, top, 0, 0))
 
-    return lax.fori_loop(0, images * bands, one_band,
-                         _loop_output((images, height, width, c_in), grad))
+    return lax.fori_loop(0, images * bands, one_band, _loop_output((images, height, width, c_in), grad))
 
 
 @jax.custom_vjp

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -21,7 +22,6 @@ PADDING = 6
 
 
 def _font(size: int):
-    from PIL import ImageFont
 
     try:
         return ImageFont.load_default(size=size)
@@ -29,11 +29,10 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def thumbnail(image: np.ndarray, height: int = THUMBNAIL_HEIGHT, *, smooth: bool = True) -> "Image.Image":
+def thumbnail(image: np.ndarray, height: int = THUMBNAIL_HEIGHT, *, smooth: bool = True) -> Image.Image:
     """An RGB picture of ``image`` (gray or RGB; uint8, uint16 or float 0-1) scaled to
     ``height`` pixels; ``smooth=False`` enlarges with nearest neighbours (pixels stay
     visible in small crops)."""
-    from PIL import Image
 
     if image.dtype == np.uint16:
         image = (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
@@ -45,10 +44,9 @@ def thumbnail(image: np.ndarray, height: int = THUMBNAIL_HEIGHT, *, smooth: bool
     return picture.resize((max(1, round(picture.width * scale)), height), resample)
 
 
-def figure_png(rows: Sequence[tuple[str, Sequence[tuple[str, "Image.Image"]]]]) -> bytes:
+def figure_png(rows: Sequence[tuple[str, Sequence[tuple[str, Image.Image]]]]) -> bytes:
     """PNG bytes: one row per group, its title, then each thumbnail with a caption.
     All thumbnails must share one height."""
-    from PIL import Image, ImageDraw
 
     font, title_font = _font(12), _font(14)
     height = rows[0][1][0][1].height

@@ -56,21 +56,36 @@ _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _weight_arrays(model: IFCNN) -> tuple:
     """The arrays the folded weights derive from, in a fixed order."""
-    return (model.conv1.kernel[...],
-            model.conv2.conv.kernel[...], model.conv2.bn.scale[...], model.conv2.bn.bias[...],
-            model.conv2.bn.mean[...], model.conv2.bn.var[...],
-            model.conv3.conv.kernel[...], model.conv3.bn.scale[...], model.conv3.bn.bias[...],
-            model.conv3.bn.mean[...], model.conv3.bn.var[...],
-            model.conv4.kernel[...], model.conv4.bias[...])
+    return (
+        model.conv1.kernel[...],
+        model.conv2.conv.kernel[...],
+        model.conv2.bn.scale[...],
+        model.conv2.bn.bias[...],
+        model.conv2.bn.mean[...],
+        model.conv2.bn.var[...],
+        model.conv3.conv.kernel[...],
+        model.conv3.bn.scale[...],
+        model.conv3.bn.bias[...],
+        model.conv3.bn.mean[...],
+        model.conv3.bn.var[...],
+        model.conv4.kernel[...],
+        model.conv4.bias[...],
+    )
 
 
 def _fold(arrays: tuple, eps2: float, eps3: float) -> dict[str, jax.Array]:
-    (k1, k2, g2, b2, m2, v2, k3, g3, b3, m3, v3, k4, b4) = (np.asarray(a, np.float64)
-                                                            for a in arrays)
+    (k1, k2, g2, b2, m2, v2, k3, g3, b3, m3, v3, k4, b4) = (np.asarray(a, np.float64) for a in arrays)
     s2 = g2 / np.sqrt(v2 + eps2)
     s3 = g3 / np.sqrt(v3 + eps3)
-    folded = {"conv1": k1, "conv2": k2 * s2, "bias2": b2 - m2 * s2,
-              "conv3": k3 * s3, "bias3": b3 - m3 * s3, "conv4": k4[0, 0], "bias4": b4}
+    folded = {
+        "conv1": k1,
+        "conv2": k2 * s2,
+        "bias2": b2 - m2 * s2,
+        "conv3": k3 * s3,
+        "bias3": b3 - m3 * s3,
+        "conv4": k4[0, 0],
+        "bias4": b4,
+    }
     return {name: jnp.asarray(value, jnp.float32) for name, value in folded.items()}
 
 
@@ -86,8 +101,7 @@ def folded_params(model: IFCNN) -> dict[str, jax.Array]:
     arrays = _weight_arrays(model)
     eps = (float(model.conv2.bn.epsilon), float(model.conv3.bn.epsilon))
     cached = _FOLDED.get(model)
-    if cached is not None and cached[1] == eps and all(
-            a is b for a, b in zip(cached[0], arrays)):
+    if cached is not None and cached[1] == eps and all(a is b for a, b in zip(cached[0], arrays)):
         return cached[2]
     folded = _fold(arrays, *eps)
     _FOLDED[model] = (arrays, eps, folded)
@@ -103,13 +117,15 @@ def is_inference_mode(model: IFCNN) -> bool:
 # Blocks are "planar", (C, S, rows, cols) with S = sources x batch: im2col slices are
 # then runs of whole image rows and the stacked taps form the contraction axis directly.
 
+
 def _conv_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """VALID convolution as one matrix product over all kh*kw*C_in taps."""
     kh, kw, c_in, c_out = kernel.shape
     _, s, rows, cols = x.shape
     out_rows, out_cols = rows - kh + 1, cols - kw + 1
-    taps = jnp.stack([x[:, :, dy:dy + out_rows, dx:dx + out_cols]
-                      for dy in range(kh) for dx in range(kw)])
+    taps = jnp.stack(
+        [x[:, :, dy : dy + out_rows, dx : dx + out_cols] for dy in range(kh) for dx in range(kw)]
+    )
     weights = kernel.reshape(kh * kw * c_in, c_out).T
     out = jnp.dot(weights, taps.reshape(kh * kw * c_in, -1), precision=_HIGHEST)
     return out.reshape(c_out, s, out_rows, out_cols)
@@ -122,25 +138,26 @@ def _conv_row_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
     kh, kw, c_in, c_out = kernel.shape
     _, s, rows, cols = x.shape
     out_rows, out_cols = rows - kh + 1, cols - kw + 1
-    taps = jnp.stack([x[:, :, :, dx:dx + out_cols] for dx in range(kw)])
+    taps = jnp.stack([x[:, :, :, dx : dx + out_cols] for dx in range(kw)])
     weights = jnp.transpose(kernel, (0, 3, 1, 2)).reshape(kh * c_out, kw * c_in)
     per_row = jnp.dot(weights, taps.reshape(kw * c_in, -1), precision=_HIGHEST)
     per_row = per_row.reshape(kh, c_out, s, rows, out_cols)
-    return sum(per_row[dy, :, :, dy:dy + out_rows] for dy in range(kh))
+    return sum(per_row[dy, :, :, dy : dy + out_rows] for dy in range(kh))
 
 
 def _conv_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """VALID convolution by XLA (cuDNN on GPU). NHWC is the layout its emitters are
     built for: on CPU, the same convolution on planar operands ran 30x slower."""
     nhwc = jnp.transpose(x, (1, 2, 3, 0))
-    out = lax.conv_general_dilated(nhwc, kernel, (1, 1), "VALID",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                   precision=_HIGHEST)
+    out = lax.conv_general_dilated(
+        nhwc, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST
+    )
     return jnp.transpose(out, (3, 0, 1, 2))
 
 
-def _replicate_outside(x: jax.Array, top: jax.Array, left: jax.Array,
-                       image_hw: jax.Array, halo: int) -> jax.Array:
+def _replicate_outside(
+    x: jax.Array, top: jax.Array, left: jax.Array, image_hw: jax.Array, halo: int
+) -> jax.Array:
     """Re-applies the layer's replicate padding to a planar block ``(C, S, rows, cols)``
     whose first row/col is image row ``top``, col ``left`` (negative in the halo above
     or left of the image): rows/cols outside the image take the nearest image row/col.
@@ -154,8 +171,9 @@ def _replicate_outside(x: jax.Array, top: jax.Array, left: jax.Array,
     return _replicate_strips(x, left, image_hw[1], axis=3, halo=halo)
 
 
-def _replicate_strips(x: jax.Array, start: jax.Array, length: jax.Array, *, axis: int,
-                      halo: int) -> jax.Array:
+def _replicate_strips(
+    x: jax.Array, start: jax.Array, length: jax.Array, *, axis: int, halo: int
+) -> jax.Array:
     size = x.shape[axis]
     edge = min(halo + 1, size)  # the halo strip and the first centre row/col
     shape = [1] * x.ndim
@@ -166,10 +184,12 @@ def _replicate_strips(x: jax.Array, start: jax.Array, length: jax.Array, *, axis
     x = lax.dynamic_update_slice_in_dim(x, jnp.where(head_pos < 0, first, head), 0, axis=axis)
     tail = lax.slice_in_dim(x, size - edge, size, axis=axis)
     tail_pos = (start + size - edge + jnp.arange(edge)).reshape(shape)
-    last = lax.dynamic_slice_in_dim(tail, jnp.clip(length - 1 - (start + size - edge), 0, edge - 1),
-                                    1, axis=axis)
-    return lax.dynamic_update_slice_in_dim(x, jnp.where(tail_pos >= length, last, tail),
-                                           size - edge, axis=axis)
+    last = lax.dynamic_slice_in_dim(
+        tail, jnp.clip(length - 1 - (start + size - edge), 0, edge - 1), 1, axis=axis
+    )
+    return lax.dynamic_update_slice_in_dim(
+        x, jnp.where(tail_pos >= length, last, tail), size - edge, axis=axis
+    )
 
 
 def _fuse_planar(features: jax.Array, num_sources: int, rule: str) -> jax.Array:
@@ -178,12 +198,19 @@ def _fuse_planar(features: jax.Array, num_sources: int, rule: str) -> jax.Array:
     return fuse_features(grouped, rule, axis=1)
 
 
-def _network_block(p: dict, window: jax.Array, top: jax.Array, left: jax.Array,
-                   image_hw: jax.Array, num_sources: int, rule: str, method: str) -> jax.Array:
+def _network_block(
+    p: dict,
+    window: jax.Array,
+    top: jax.Array,
+    left: jax.Array,
+    image_hw: jax.Array,
+    num_sources: int,
+    rule: str,
+    method: str,
+) -> jax.Array:
     """IFCNN on one planar window ``(3, S, h + 10, w + 10)`` whose centre starts at image
     row ``top``, col ``left``; returns the centre ``(3, B, h, w)``."""
-    conv7, conv3 = ((_conv_im2col, _conv_row_taps) if method == "matmul"
-                    else (_conv_xla, _conv_xla))
+    conv7, conv3 = (_conv_im2col, _conv_row_taps) if method == "matmul" else (_conv_xla, _conv_xla)
     bias = lambda b: b[:, None, None, None]  # noqa: E731
     x = conv7(window, p["conv1"])
     x = _replicate_outside(x, top - 2, left - 2, image_hw, halo=2)
@@ -195,8 +222,17 @@ def _network_block(p: dict, window: jax.Array, top: jax.Array, left: jax.Array,
 
 
 @partial(jax.jit, static_argnames=("rule", "method", "block", "per_item"))
-def _fuse_window(p: dict, window: jax.Array, origin: jax.Array, image_hw: jax.Array, *,
-                 rule: str, method: str, block: tuple[int, int], per_item: bool) -> jax.Array:
+def _fuse_window(
+    p: dict,
+    window: jax.Array,
+    origin: jax.Array,
+    image_hw: jax.Array,
+    *,
+    rule: str,
+    method: str,
+    block: tuple[int, int],
+    per_item: bool,
+) -> jax.Array:
     """The exact fused centre ``(B, h, w, 3)`` of a window ``(N, B, h + 10, w + 10, 3)``
     whose centre starts at image position ``origin`` (row, col) of an image of size
     ``image_hw``; the window is replicate-padded where it crosses the image border.
@@ -222,8 +258,11 @@ def _fuse_window(p: dict, window: jax.Array, origin: jax.Array, image_hw: jax.Ar
         # overlap is written twice with the same values.
         r = jnp.minimum((index // blocks_across) * block_h, height - block_h)
         c = jnp.minimum((index % blocks_across) * block_w, width - block_w)
-        part = lax.dynamic_slice(planar, (0, 0, item * (b // items), r, c),
-                                 (3, n, b // items, block_h + 2 * HALO, block_w + 2 * HALO))
+        part = lax.dynamic_slice(
+            planar,
+            (0, 0, item * (b // items), r, c),
+            (3, n, b // items, block_h + 2 * HALO, block_w + 2 * HALO),
+        )
         part = part.reshape(3, n * (b // items), *part.shape[3:])
         fused = _network_block(p, part, origin[0] + r, origin[1] + c, image_hw, n, rule, method)
         return lax.dynamic_update_slice(out, fused, (0, item * (b // items), r, c))
@@ -234,6 +273,7 @@ def _fuse_window(p: dict, window: jax.Array, origin: jax.Array, image_hw: jax.Ar
 
 
 # ---------------------------------------------------------------- entry point
+
 
 @nnx.jit
 def _module_forward(model: IFCNN, sources: jax.Array) -> jax.Array:
@@ -260,13 +300,18 @@ def _tile_size(tile: int | None, height: int, width: int, auto_tile_pixels: int)
     if tile is None:
         return DEFAULT_TILE if height * width > auto_tile_pixels else 0
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
-        raise IFCNNError(f"tile must be None (automatic), 0 (off) or a positive size in pixels, "
-                         f"got {tile!r}")
+        raise IFCNNError(f"tile must be None (automatic), 0 (off) or a positive size in pixels, got {tile!r}")
     return int(tile)
 
 
-def forward(model: IFCNN, sources: np.ndarray | jax.Array, *, tile: int | None = None,
-            auto_tile_pixels: int = AUTO_TILE_PIXELS, method: str | None = None) -> jax.Array:
+def forward(
+    model: IFCNN,
+    sources: np.ndarray | jax.Array,
+    *,
+    tile: int | None = None,
+    auto_tile_pixels: int = AUTO_TILE_PIXELS,
+    method: str | None = None,
+) -> jax.Array:
     """Fuses stacked, already normalised sources ``(N, B, H, W, 3)`` float32 (N >= 2,
     any H and W) into ``(B, H, W, 3)`` float32 in the same normalised space.
 
@@ -304,18 +349,27 @@ def forward(model: IFCNN, sources: np.ndarray | jax.Array, *, tile: int | None =
 
     if not is_inference_mode(model):
         if tile:
-            raise IFCNNError("tiled fusion needs an inference-mode model (call model.eval()); "
-                             "training-mode BatchNorm uses whole-image statistics")
+            raise IFCNNError(
+                "tiled fusion needs an inference-mode model (call model.eval()); "
+                "training-mode BatchNorm uses whole-image statistics"
+            )
         return _module_forward(model, jnp.asarray(sources))
 
     params = folded_params(model)
     method = method or default_method(sources)
-    fuse_window = partial(_fuse_window, params, rule=model.fuse_rule, method=method,
-                          block=_BLOCK[method], per_item=_PER_ITEM[method])
+    fuse_window = partial(
+        _fuse_window,
+        params,
+        rule=model.fuse_rule,
+        method=method,
+        block=_BLOCK[method],
+        per_item=_PER_ITEM[method],
+    )
 
     def region(window, origin, image_hw):
-        return fuse_window(jnp.asarray(window), jnp.asarray(origin, jnp.int32),
-                           jnp.asarray(image_hw, jnp.int32))
+        return fuse_window(
+            jnp.asarray(window), jnp.asarray(origin, jnp.int32), jnp.asarray(image_hw, jnp.int32)
+        )
 
     if tile_size:
         return tiled_apply(region, sources, tile_size, HALO)
@@ -324,5 +378,12 @@ def forward(model: IFCNN, sources: np.ndarray | jax.Array, *, tile: int | None =
     return region(window, (0, 0), (height, width))
 
 
-__all__ = ["AUTO_TILE_PIXELS", "DEFAULT_TILE", "METHODS", "default_method",
-           "folded_params", "forward", "is_inference_mode"]
+__all__ = [
+    "AUTO_TILE_PIXELS",
+    "DEFAULT_TILE",
+    "METHODS",
+    "default_method",
+    "folded_params",
+    "forward",
+    "is_inference_mode",
+]

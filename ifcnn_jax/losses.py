@@ -18,8 +18,14 @@ import jax.numpy as jnp
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNet101, check_taps
 
-__all__ = ["DEFAULT_TAPS", "DEFAULT_WEIGHTS", "IMAGENET_MEAN", "IMAGENET_STD",
-           "perceptual_loss", "pixel_loss"]
+__all__ = [
+    "DEFAULT_TAPS",
+    "DEFAULT_WEIGHTS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "perceptual_loss",
+    "pixel_loss",
+]
 
 # This project's choice (the paper does not state its taps); see the module docstring.
 DEFAULT_TAPS: tuple[str, ...] = ("layer1",)
@@ -32,11 +38,15 @@ def pixel_loss(fused: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(fused - target))
 
 
-def perceptual_loss(fused: jax.Array, target: jax.Array, resnet: ResNet101,
-                    taps: Sequence[str] = DEFAULT_TAPS,
-                    weights: Sequence[float] | Mapping[str, float] | None = None,
-                    input_mean: Sequence[float] = IMAGENET_MEAN,
-                    input_std: Sequence[float] = IMAGENET_STD) -> jax.Array:
+def perceptual_loss(
+    fused: jax.Array,
+    target: jax.Array,
+    resnet: ResNet101,
+    taps: Sequence[str] = DEFAULT_TAPS,
+    weights: Sequence[float] | Mapping[str, float] | None = None,
+    input_mean: Sequence[float] = IMAGENET_MEAN,
+    input_std: Sequence[float] = IMAGENET_STD,
+) -> jax.Array:
     """Weighted sum over ``taps`` of the MSE between ResNet-101 features of ``fused``
     and ``target``; a scalar.
 
@@ -60,8 +70,10 @@ def perceptual_loss(fused: jax.Array, target: jax.Array, resnet: ResNet101,
     taps = check_taps(taps)
     tap_weights = _tap_weights(taps, weights)
     if fused.shape != target.shape:
-        raise IFCNNError(f"perceptual loss: fused shape {tuple(fused.shape)} differs from "
-                         f"target shape {tuple(target.shape)}")
+        raise IFCNNError(
+            f"perceptual loss: fused shape {tuple(fused.shape)} differs from "
+            f"target shape {tuple(target.shape)}"
+        )
     fused_in = _to_imagenet_space(fused, input_mean, input_std)
     target_in = _to_imagenet_space(jax.lax.stop_gradient(target), input_mean, input_std)
     fused_features = resnet(fused_in, taps=taps)
@@ -72,35 +84,41 @@ def perceptual_loss(fused: jax.Array, target: jax.Array, resnet: ResNet101,
     return total
 
 
-def _tap_weights(taps: tuple[str, ...],
-                 weights: Sequence[float] | Mapping[str, float] | None) -> tuple[float, ...]:
+def _tap_weights(
+    taps: tuple[str, ...], weights: Sequence[float] | Mapping[str, float] | None
+) -> tuple[float, ...]:
     if weights is None:
         return (1.0,) * len(taps)
     if isinstance(weights, Mapping):
         unknown = [name for name in weights if name not in taps]
         missing = [tap for tap in taps if tap not in weights]
         if unknown or missing:
-            raise IFCNNError(f"perceptual loss weights {dict(weights)} must name exactly the "
-                             f"taps {list(taps)}")
+            raise IFCNNError(
+                f"perceptual loss weights {dict(weights)} must name exactly the taps {list(taps)}"
+            )
         return tuple(weights[tap] for tap in taps)
     weights = tuple(weights)
     if len(weights) != len(taps):
-        raise IFCNNError(f"perceptual loss: {len(weights)} weights {list(weights)} for "
-                         f"{len(taps)} taps {list(taps)}; give one weight per tap")
+        raise IFCNNError(
+            f"perceptual loss: {len(weights)} weights {list(weights)} for "
+            f"{len(taps)} taps {list(taps)}; give one weight per tap"
+        )
     return weights
 
 
-def _to_imagenet_space(x: jax.Array, input_mean: Sequence[float],
-                       input_std: Sequence[float]) -> jax.Array:
+def _to_imagenet_space(x: jax.Array, input_mean: Sequence[float], input_std: Sequence[float]) -> jax.Array:
     input_mean = tuple(float(v) for v in input_mean)
     input_std = tuple(float(v) for v in input_std)
     if len(input_mean) != 3 or len(input_std) != 3:
-        raise IFCNNError(f"perceptual loss: input_mean {input_mean} and input_std {input_std} "
-                         "need one value per RGB channel")
+        raise IFCNNError(
+            f"perceptual loss: input_mean {input_mean} and input_std {input_std} "
+            "need one value per RGB channel"
+        )
     if input_mean == IMAGENET_MEAN and input_std == IMAGENET_STD:
         return x
     # x * std_in + mean_in recovers RGB in 0-1; then ImageNet's own normalisation.
     scale = jnp.asarray(input_std, jnp.float32) / jnp.asarray(IMAGENET_STD, jnp.float32)
-    shift = ((jnp.asarray(input_mean, jnp.float32) - jnp.asarray(IMAGENET_MEAN, jnp.float32))
-             / jnp.asarray(IMAGENET_STD, jnp.float32))
+    shift = (jnp.asarray(input_mean, jnp.float32) - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(
+        IMAGENET_STD, jnp.float32
+    )
     return x * scale + shift

@@ -12,11 +12,14 @@ import os
 from typing import Literal
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ifcnn_jax.conv_ops import conv_replicate
+from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.checkpoints import load_params
+from ifcnn_jax.io.state_dicts import params_from_release_file, rule_from_filename
 
 FuseRule = Literal["max", "sum", "mean"]
 FUSE_RULES: tuple[str, ...] = ("max", "sum", "mean")
@@ -53,8 +56,14 @@ class BatchNorm(nnx.Module):
     The running statistics are then updated once per group, in order.
     """
 
-    def __init__(self, features: int, *, epsilon: float = BN_EPSILON,
-                 momentum: float = 0.1, use_running_average: bool = False):
+    def __init__(
+        self,
+        features: int,
+        *,
+        epsilon: float = BN_EPSILON,
+        momentum: float = 0.1,
+        use_running_average: bool = False,
+    ):
         self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
         self.mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
@@ -95,8 +104,9 @@ class ConvBlock(nnx.Module):
     """Replicate padding 1, 3x3 convolution without bias, BatchNorm, ReLU."""
 
     def __init__(self, features: int = FEATURES, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(features, features, (3, 3), padding="VALID", use_bias=False,
-                             kernel_init=_he_fan_out(), rngs=rngs)
+        self.conv = nnx.Conv(
+            features, features, (3, 3), padding="VALID", use_bias=False, kernel_init=_he_fan_out(), rngs=rngs
+        )
         self.bn = BatchNorm(features)
 
     def __call__(self, x: jax.Array, group_axes: int = 0) -> jax.Array:
@@ -119,12 +129,14 @@ class IFCNN(nnx.Module):
         if fuse_rule not in FUSE_RULES:
             raise ValueError(f"unknown fuse rule {fuse_rule!r}; expected one of {FUSE_RULES}")
         self.fuse_rule = fuse_rule
-        self.conv1 = nnx.Conv(3, FEATURES, (7, 7), padding="VALID", use_bias=False,
-                              kernel_init=_he_fan_out(), rngs=rngs)
+        self.conv1 = nnx.Conv(
+            3, FEATURES, (7, 7), padding="VALID", use_bias=False, kernel_init=_he_fan_out(), rngs=rngs
+        )
         self.conv2 = ConvBlock(rngs=rngs)
         self.conv3 = ConvBlock(rngs=rngs)
-        self.conv4 = nnx.Conv(FEATURES, 3, (1, 1), padding="VALID", use_bias=True,
-                              kernel_init=_he_fan_out(), rngs=rngs)
+        self.conv4 = nnx.Conv(
+            FEATURES, 3, (1, 1), padding="VALID", use_bias=True, kernel_init=_he_fan_out(), rngs=rngs
+        )
 
     def __call__(self, sources: jax.Array) -> jax.Array:
         if sources.ndim != 5 or sources.shape[-1] != 3:
@@ -138,8 +150,7 @@ class IFCNN(nnx.Module):
         return jnp.dot(x, self.conv4.kernel[0, 0]) + self.conv4.bias[...]
 
 
-def new_ifcnn(fuse_rule: FuseRule = "max", *, conv1_from: str | None = None,
-              seed: int = 0) -> IFCNN:
+def new_ifcnn(fuse_rule: FuseRule = "max", *, conv1_from: str | None = None, seed: int = 0) -> IFCNN:
     """A fresh, untrained IFCNN (training mode), as the paper initialises it.
 
     ``conv1_from`` names a checkpoint directory whose ``params['conv1']['kernel']``
@@ -148,8 +159,6 @@ def new_ifcnn(fuse_rule: FuseRule = "max", *, conv1_from: str | None = None,
     Without it conv1 is He-initialised at random. The other layers are always drawn
     from ``seed``.
     """
-    from ifcnn_jax.checkpoints import load_params
-    from ifcnn_jax.errors import IFCNNError
 
     model = IFCNN(fuse_rule, rngs=nnx.Rngs(seed))
     if conv1_from:
@@ -158,8 +167,10 @@ def new_ifcnn(fuse_rule: FuseRule = "max", *, conv1_from: str | None = None,
         if kernel is None:
             raise IFCNNError(f"{conv1_from}: checkpoint has no conv1/kernel to initialise IFCNN from")
         if tuple(kernel.shape) != tuple(model.conv1.kernel.shape):
-            raise IFCNNError(f"{conv1_from}: conv1/kernel has shape {tuple(kernel.shape)}, "
-                             f"expected {tuple(model.conv1.kernel.shape)}")
+            raise IFCNNError(
+                f"{conv1_from}: conv1/kernel has shape {tuple(kernel.shape)}, "
+                f"expected {tuple(model.conv1.kernel.shape)}"
+            )
         model.conv1.kernel[...] = jnp.asarray(kernel, jnp.float32)
     return model
 
@@ -173,17 +184,14 @@ def load(path: str, fuse_rule: FuseRule | None = None) -> IFCNN:
     Raises ``IFCNNError`` for a missing path, a checkpoint of another kind, or
     parameters of the wrong names or shapes.
     """
-    from ifcnn_jax.checkpoints import load_params
-    from ifcnn_jax.errors import IFCNNError
 
     if str(path).lower().endswith((".pth", ".pt")) and not os.path.isdir(path):
-        from ifcnn_jax.released import params_from_release_file, rule_from_filename
-
         params = params_from_release_file(path)
         rule = fuse_rule or rule_from_filename(path)
         if rule is None:
-            raise IFCNNError(f"{path}: cannot tell the fusion rule from the file name; "
-                             "pass fuse_rule='max'|'sum'|'mean'")
+            raise IFCNNError(
+                f"{path}: cannot tell the fusion rule from the file name; pass fuse_rule='max'|'sum'|'mean'"
+            )
     else:
         params, metadata = load_params(path)
         kind = metadata.get("kind")

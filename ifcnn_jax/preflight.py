@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.image_io import ImageHeader, available_memory, gib, read_header
+from ifcnn_jax.io.images import ImageHeader, available_memory, gib, read_header
 
 # Peak bytes per pixel of a whole-image fusion through ifcnn-fuse, per source and
 # fixed: decoded 8-bit, the float32 unit image and the stacked network input per
@@ -41,12 +41,16 @@ def check_sources(paths: Sequence[str | os.PathLike]) -> list[ImageHeader | None
     first_path, first = known[0]
     for path, header in known[1:]:
         if (header.width, header.height) != (first.width, first.height):
-            raise IFCNNError(f"{path}: {header.width}x{header.height} pixels, but {first_path} is "
-                             f"{first.width}x{first.height}; sources must be registered images of "
-                             "one size")
+            # The same words as the recipes' check on decoded images.
+            raise IFCNNError(
+                f"sources differ in size: {first_path} is {first.width}x{first.height}, "
+                f"{path} is {header.width}x{header.height} (width x height)"
+            )
     needed, available = fusion_bytes(first.height, first.width, len(paths)), available_memory()
     if needed > available:
-        raise IFCNNError(f"{first_path}: fusing {len(paths)} sources of {first.width}x{first.height} "
-                         f"pixels needs about {gib(needed)} of memory; only {gib(available)} is "
-                         "available")
+        raise IFCNNError(
+            f"{first_path}: fusing {len(paths)} sources of {first.width}x{first.height} "
+            f"pixels needs about {gib(needed)} of memory; only {gib(available)} is "
+            "available"
+        )
     return headers

@@ -27,11 +27,12 @@ import numpy as np
 from PIL import Image
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.tasks import DEFAULT_RULE, TASKS  # noqa: F401 - re-exported
-from ifcnn_jax.image_io import to_8bit
 from ifcnn_jax.inference import forward
+from ifcnn_jax.io.images import to_8bit
 from ifcnn_jax.model import IFCNN
-from ifcnn_jax.resnet import IMAGENET_MEAN as _IMAGENET_MEAN, IMAGENET_STD as _IMAGENET_STD
+from ifcnn_jax.resnet import IMAGENET_MEAN as _IMAGENET_MEAN
+from ifcnn_jax.resnet import IMAGENET_STD as _IMAGENET_STD
+from ifcnn_jax.tasks import DEFAULT_RULE, TASKS  # noqa: F401 - re-exported
 
 IMAGENET_MEAN = np.array(_IMAGENET_MEAN, np.float32)
 IMAGENET_STD = np.array(_IMAGENET_STD, np.float32)
@@ -41,8 +42,14 @@ CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = (8, 8)
 
 
-def fuse(model: IFCNN, images: Sequence[np.ndarray], task: str = "multifocus", *,
-         tile: int | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+def fuse(
+    model: IFCNN,
+    images: Sequence[np.ndarray],
+    task: str = "multifocus",
+    *,
+    tile: int | None = None,
+    names: Sequence[str] | None = None,
+) -> np.ndarray:
     """Fuses two or more registered source images with a task recipe.
 
     Args:
@@ -71,8 +78,12 @@ def fuse(model: IFCNN, images: Sequence[np.ndarray], task: str = "multifocus", *
         raise IFCNNError(f"fusion needs at least 2 sources, got {len(images)}{listed}")
     images = [_check_image(image, name) for image, name in zip(images, names)]
     _check_same_size(images, names)
-    recipe = {"multifocus": _multifocus, "infrared": _gray_modalities,
-              "medical": _gray_modalities, "exposure": _exposure}[task]
+    recipe = {
+        "multifocus": _multifocus,
+        "infrared": _gray_modalities,
+        "medical": _gray_modalities,
+        "exposure": _exposure,
+    }[task]
     return recipe(model, images, names, task, tile)
 
 
@@ -85,8 +96,7 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, :3]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise IFCNNError(f"{name}: expected an (H, W) gray or (H, W, 3) RGB image, got shape "
-                         f"{image.shape}")
+        raise IFCNNError(f"{name}: expected an (H, W) gray or (H, W, 3) RGB image, got shape {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise IFCNNError(f"{name}: empty image {image.shape}")
     if image.dtype.kind == "f":
@@ -100,14 +110,17 @@ def _check_same_size(images: list[np.ndarray], names: list[str]) -> None:
     first = images[0].shape[:2]
     for image, name in zip(images[1:], names[1:]):
         if image.shape[:2] != first:
-            raise IFCNNError(f"sources differ in size: {names[0]} is {first[1]}x{first[0]}, "
-                             f"{name} is {image.shape[1]}x{image.shape[0]} (width x height)")
+            raise IFCNNError(
+                f"sources differ in size: {names[0]} is {first[1]}x{first[0]}, "
+                f"{name} is {image.shape[1]}x{image.shape[0]} (width x height)"
+            )
 
 
 def is_colour(image: np.ndarray) -> bool:
     """True for a three-channel image whose channels are not all equal."""
-    return image.ndim == 3 and not (np.array_equal(image[..., 0], image[..., 1])
-                                    and np.array_equal(image[..., 0], image[..., 2]))
+    return image.ndim == 3 and not (
+        np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
+    )
 
 
 def _to_unit(image: np.ndarray) -> np.ndarray:
@@ -124,8 +137,9 @@ def _output_kind(images: list[np.ndarray]) -> str:
     return kinds.pop() if len(kinds) == 1 else "uint8"
 
 
-def _run_network(model: IFCNN, images: list[np.ndarray], mean: np.ndarray, std: np.ndarray,
-                 tile: int | None) -> np.ndarray:
+def _run_network(
+    model: IFCNN, images: list[np.ndarray], mean: np.ndarray, std: np.ndarray, tile: int | None
+) -> np.ndarray:
     """Scales sources to [0, 1] (gray ones copied to three channels), normalises them,
     fuses, de-normalises and clips to [0, 1]: the demo's ``denorm(...).clamp(0, 1)``,
     float32 ``(H, W, 3)``.
@@ -186,8 +200,9 @@ def _gray_modalities(model, images, names, task, tile):
     colour = [is_colour(im) for im in images]
     if sum(colour) > 1:
         listed = ", ".join(n for n, c in zip(names, colour) if c)
-        raise IFCNNError(f"{task} fusion takes at most one colour source (its chroma is kept); "
-                         f"colour sources: {listed}")
+        raise IFCNNError(
+            f"{task} fusion takes at most one colour source (its chroma is kept); colour sources: {listed}"
+        )
     if not any(colour):
         kind = _output_kind(images)
         gray = [_gray_channel(im) for im in images]
@@ -196,8 +211,7 @@ def _gray_modalities(model, images, names, task, tile):
     # A colour source: fuse its luminance with the others, keep its chroma (8-bit path).
     index = colour.index(True)
     ycbcr = pil_rgb_to_ycbcr(to_8bit(images[index]))
-    lumas = [ycbcr[..., 0] if i == index else to_8bit(_gray_channel(im))
-             for i, im in enumerate(images)]
+    lumas = [ycbcr[..., 0] if i == index else to_8bit(_gray_channel(im)) for i, im in enumerate(images)]
     fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile)
     y = _rgb_to_gray(_quantise(fused, "uint8"))
     return cv2.cvtColor(np.dstack([y, ycbcr[..., 2], ycbcr[..., 1]]), cv2.COLOR_YCrCb2RGB)

@@ -33,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.checkpoints import load_params
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -58,8 +59,16 @@ class Frozen(nnx.Variable):
 class FrozenConv(nnx.Module):
     """Bias-free 2D convolution with symmetric zero padding, PyTorch ``Conv2d`` style."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
-                 stride: int = 1, padding: int = 0, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        padding: int = 0,
+        rngs: nnx.Rngs,
+    ):
         # torchvision's init: He normal with fan_out. Only matters for untrained stacks.
         std = np.sqrt(2.0 / (kernel_size * kernel_size * out_features))
         shape = (kernel_size, kernel_size, in_features, out_features)
@@ -70,8 +79,12 @@ class FrozenConv(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         pad = ((self.padding, self.padding), (self.padding, self.padding))
         return jax.lax.conv_general_dilated(
-            x, self.kernel[...], window_strides=(self.stride, self.stride), padding=pad,
-            dimension_numbers=_CONV_DIMENSIONS)
+            x,
+            self.kernel[...],
+            window_strides=(self.stride, self.stride),
+            padding=pad,
+            dimension_numbers=_CONV_DIMENSIONS,
+        )
 
 
 class FrozenBatchNorm(nnx.Module):
@@ -112,8 +125,9 @@ class Bottleneck(nnx.Module):
         self.conv3 = FrozenConv(width, out_features, 1, rngs=rngs)
         self.bn3 = FrozenBatchNorm(out_features)
         needs_projection = stride != 1 or in_features != out_features
-        self.downsample = (Downsample(in_features, out_features, stride, rngs=rngs)
-                           if needs_projection else None)
+        self.downsample = (
+            Downsample(in_features, out_features, stride, rngs=rngs) if needs_projection else None
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = jax.nn.relu(self.bn1(self.conv1(x)))
@@ -126,8 +140,13 @@ class Bottleneck(nnx.Module):
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """3x3 max-pool, stride 2, padding 1 (padded cells never win), on ``(B, H, W, C)``."""
     return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, window_dimensions=(1, 3, 3, 1), window_strides=(1, 2, 2, 1),
-        padding=((0, 0), (1, 1), (1, 1), (0, 0)))
+        x,
+        -jnp.inf,
+        jax.lax.max,
+        window_dimensions=(1, 3, 3, 1),
+        window_strides=(1, 2, 2, 1),
+        padding=((0, 0), (1, 1), (1, 1), (0, 0)),
+    )
 
 
 def check_taps(taps: Iterable[str]) -> tuple[str, ...]:
@@ -163,12 +182,12 @@ class ResNet101(nnx.Module):
         self.conv1 = FrozenConv(3, STEM_FEATURES, 7, stride=2, padding=3, rngs=rngs)
         self.bn1 = FrozenBatchNorm(STEM_FEATURES)
         in_features = STEM_FEATURES
-        for name, blocks, width, stride in zip(LAYER_NAMES, BLOCKS_PER_LAYER, BOTTLENECK_WIDTHS,
-                                               LAYER_STRIDES):
+        for name, blocks, width, stride in zip(
+            LAYER_NAMES, BLOCKS_PER_LAYER, BOTTLENECK_WIDTHS, LAYER_STRIDES
+        ):
             layer = {}
             for index in range(blocks):
-                layer[str(index)] = Bottleneck(in_features, width, stride if index == 0 else 1,
-                                               rngs=rngs)
+                layer[str(index)] = Bottleneck(in_features, width, stride if index == 0 else 1, rngs=rngs)
                 in_features = width * EXPANSION
             setattr(self, name, nnx.Dict(layer))
 
@@ -224,8 +243,10 @@ def resnet101_from_params(params: dict, source: str = "parameter tree") -> ResNe
         if key not in got:
             raise IFCNNError(f"{source}: missing ResNet-101 parameter {key}")
         if tuple(np.shape(got[key])) != shape:
-            raise IFCNNError(f"{source}: ResNet-101 parameter {key} has shape "
-                             f"{tuple(np.shape(got[key]))}, expected {shape}")
+            raise IFCNNError(
+                f"{source}: ResNet-101 parameter {key} has shape "
+                f"{tuple(np.shape(got[key]))}, expected {shape}"
+            )
     extra = [key for key in got if key not in expected]
     if extra:
         raise IFCNNError(f"{source}: unexpected ResNet-101 parameter {extra[0]}")
@@ -242,13 +263,14 @@ def load_resnet101(ckpt_dir: str | os.PathLike) -> ResNet101:
     Raises ``IFCNNError`` for a missing directory, a checkpoint of another kind, or a
     parameter tree that does not match ResNet-101.
     """
-    from ifcnn_jax.checkpoints import load_params
 
     params, metadata = load_params(ckpt_dir)
     kind = metadata.get("kind")
     if kind != CHECKPOINT_KIND:
-        raise IFCNNError(f"{ckpt_dir}: checkpoint kind is {kind!r}, not a ResNet-101 feature "
-                         "stack (convert one with convert/from_torch.py resnet101)")
+        raise IFCNNError(
+            f"{ckpt_dir}: checkpoint kind is {kind!r}, not a ResNet-101 feature "
+            "stack (convert one with convert/from_torch.py resnet101)"
+        )
     return resnet101_from_params(params, source=str(ckpt_dir))
 
 

@@ -51,8 +51,9 @@ def tile_starts(length: int, tile: int) -> list[int]:
     return starts
 
 
-def extract_window(sources: np.ndarray | jax.Array, top: int, left: int, height: int,
-                   width: int, halo: int = HALO) -> np.ndarray | jax.Array:
+def extract_window(
+    sources: np.ndarray | jax.Array, top: int, left: int, height: int, width: int, halo: int = HALO
+) -> np.ndarray | jax.Array:
     """The ``(N, B, height + 2 halo, width + 2 halo, C)`` window around a tile of stacked
     sources ``(N, B, H, W, C)``, replicate-padded where it crosses the image border.
 
@@ -61,23 +62,29 @@ def extract_window(sources: np.ndarray | jax.Array, top: int, left: int, height:
     """
     full_h, full_w = sources.shape[2], sources.shape[3]
     if isinstance(sources, jax.Array):
-        return _extract_window_device(sources, jnp.int32(top), jnp.int32(left),
-                                      height=height, width=width, halo=halo)
+        return _extract_window_device(
+            sources, jnp.int32(top), jnp.int32(left), height=height, width=width, halo=halo
+        )
     # Copy only the part inside the image, then pad it: one window-sized copy.
     row_lo, row_hi = max(top - halo, 0), min(top + height + halo, full_h)
     col_lo, col_hi = max(left - halo, 0), min(left + width + halo, full_w)
     inside = sources[:, :, row_lo:row_hi, col_lo:col_hi]
-    pads = ((0, 0), (0, 0),
-            (row_lo - (top - halo), top + height + halo - row_hi),
-            (col_lo - (left - halo), left + width + halo - col_hi), (0, 0))
+    pads = (
+        (0, 0),
+        (0, 0),
+        (row_lo - (top - halo), top + height + halo - row_hi),
+        (col_lo - (left - halo), left + width + halo - col_hi),
+        (0, 0),
+    )
     if not any(p for pair in pads for p in pair):
         return np.ascontiguousarray(inside)
     return np.pad(inside, pads, mode="edge")
 
 
 @partial(jax.jit, static_argnames=("height", "width", "halo"))
-def _extract_window_device(sources: jax.Array, top: jax.Array, left: jax.Array, *,
-                           height: int, width: int, halo: int) -> jax.Array:
+def _extract_window_device(
+    sources: jax.Array, top: jax.Array, left: jax.Array, *, height: int, width: int, halo: int
+) -> jax.Array:
     rows = jnp.clip(top - halo + jnp.arange(height + 2 * halo), 0, sources.shape[2] - 1)
     cols = jnp.clip(left - halo + jnp.arange(width + 2 * halo), 0, sources.shape[3] - 1)
     return jnp.take(jnp.take(sources, rows, axis=2), cols, axis=3)
@@ -86,12 +93,14 @@ def _extract_window_device(sources: jax.Array, top: jax.Array, left: jax.Array, 
 @partial(jax.jit, donate_argnums=0)
 def _place(canvas: jax.Array, tile: jax.Array, top: jax.Array, left: jax.Array) -> jax.Array:
     # Donating the canvas lets XLA write the tile in place instead of copying the image.
-    return lax.dynamic_update_slice(canvas, tile.astype(canvas.dtype),
-                                    (jnp.int32(0), top, left, jnp.int32(0)))
+    return lax.dynamic_update_slice(
+        canvas, tile.astype(canvas.dtype), (jnp.int32(0), top, left, jnp.int32(0))
+    )
 
 
-def tiled_apply(region_fn: RegionFn, sources: np.ndarray | jax.Array, tile: int,
-                halo: int = HALO) -> jax.Array:
+def tiled_apply(
+    region_fn: RegionFn, sources: np.ndarray | jax.Array, tile: int, halo: int = HALO
+) -> jax.Array:
     """Applies ``region_fn`` tile by tile to stacked sources ``(N, B, H, W, C)`` and
     stitches the tile centres into ``(B, H, W, C_out)`` (float32).
 
@@ -111,8 +120,11 @@ def tiled_apply(region_fn: RegionFn, sources: np.ndarray | jax.Array, tile: int,
             window = extract_window(sources, top, left, tile_h, tile_w, halo)
             centre = region_fn(window, (top, left), (full_h, full_w))
             if canvas is None:
-                canvas = jnp.zeros((batch, full_h, full_w, centre.shape[-1]), jnp.float32,
-                                   device=next(iter(centre.devices())))
+                canvas = jnp.zeros(
+                    (batch, full_h, full_w, centre.shape[-1]),
+                    jnp.float32,
+                    device=next(iter(centre.devices())),
+                )
             canvas = _place(canvas, centre, jnp.int32(top), jnp.int32(left))
             in_flight.append(centre)
             if len(in_flight) > _MAX_TILES_IN_FLIGHT:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
+
+from convert.from_torch import main as convert_main
+from ifcnn_jax.model import load
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RELEASE_DIR = REPO_ROOT.parent / "shared" / "ifcnn-release"
@@ -21,9 +25,11 @@ def release_dir_or_skip() -> Path:
     path = Path(env) if env else DEFAULT_RELEASE_DIR
     if (path / "snapshots" / "IFCNN-MAX.pth").is_file() and (path / "datasets").is_dir():
         return path
-    message = (f"IFCNN release files not found at {path}: put the authors' Code/snapshots/*.pth "
-               "and Code/datasets/ (github.com/uzeful/IFCNN) in ../shared/ifcnn-release/"
-               "{snapshots,datasets} or set IFCNN_RELEASE_DIR")
+    message = (
+        f"IFCNN release files not found at {path}: put the authors' Code/snapshots/*.pth "
+        "and Code/datasets/ (github.com/uzeful/IFCNN) in ../shared/ifcnn-release/"
+        "{snapshots,datasets} or set IFCNN_RELEASE_DIR"
+    )
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
@@ -40,7 +46,6 @@ RELEASED_RULES = {"max": "IFCNN-MAX.pth", "sum": "IFCNN-SUM.pth", "mean": "IFCNN
 @pytest.fixture(scope="session")
 def converted_checkpoints(release_dir, tmp_path_factory) -> dict[str, Path]:
     """The three released models converted once per session: {'max'|'sum'|'mean': dir}."""
-    from convert.from_torch import main as convert_main
 
     out_root = tmp_path_factory.mktemp("converted")
     converted = {}
@@ -55,23 +60,23 @@ def converted_checkpoints(release_dir, tmp_path_factory) -> dict[str, Path]:
 def released_models(release_dir, converted_checkpoints) -> dict:
     """{'max'|'sum'|'mean': (our model loaded from the converted checkpoint, the PyTorch
     reference holding the same released weights)}. Shared: tests must not modify them."""
-    from ifcnn_jax.model import load
-    from tests.torch_reference import load_reference
+    from convert.torch_reference import load_reference  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
 
-    return {rule: (load(str(converted_checkpoints[rule])),
-                   load_reference(release_dir / "snapshots" / name, rule))
-            for rule, name in RELEASED_RULES.items()}
+    return {
+        rule: (load(str(converted_checkpoints[rule])), load_reference(release_dir / "snapshots" / name, rule))
+        for rule, name in RELEASED_RULES.items()
+    }
 
 
 @pytest.fixture()
 def full_disk(tmp_path) -> Path:
     """A real, nearly full file system: a 256 KiB tmpfs (needs root; skipped otherwise)."""
-    import subprocess
 
     mount_point = tmp_path / "full"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root) to simulate a full disk")
     try:

@@ -8,8 +8,7 @@ import cv2
 import numpy as np
 
 
-def random_sources(num_sources: int, batch: int, height: int, width: int,
-                   seed: int = 0) -> np.ndarray:
+def random_sources(num_sources: int, batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """Stacked float32 sources (N, B, H, W, 3) spanning the recipes' normalised range."""
     rng = np.random.default_rng(seed)
     return (rng.normal(size=(num_sources, batch, height, width, 3)) * 1.5).astype(np.float32)
@@ -19,8 +18,9 @@ def max_abs_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
-def write_random_photos(folder: Path, count: int, size: tuple[int, int], *, prefix: str = "photo",
-                        seed: int = 0) -> dict[str, np.ndarray]:
+def write_random_photos(
+    folder: Path, count: int, size: tuple[int, int], *, prefix: str = "photo", seed: int = 0
+) -> dict[str, np.ndarray]:
     """Writes ``count`` random RGB uint8 PNGs ``<prefix><i>.png`` of ``size`` (H, W) into
     ``folder`` (created); returns {stem: RGB array} in writing order."""
     folder.mkdir(parents=True, exist_ok=True)

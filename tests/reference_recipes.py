@@ -1,5 +1,5 @@
 """The authors' demo recipes (``Code/IFCNN_Main.py``) re-expressed with PyTorch,
-torchvision transforms, PIL and OpenCV, as the tests' reference for ``ifcnn_jax.fuse``.
+torchvision transforms, PIL and OpenCV, as the tests' reference for ``ifcnn_jax.cli.fuse``.
 
 Only the decoder is shared with the code under test: each function takes the decoded
 arrays (``ifcnn_jax.read_image``) and goes through PIL from there, as the demo does.
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from tests.torch_reference import ReferenceIFCNN
+from convert.torch_reference import ReferenceIFCNN
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

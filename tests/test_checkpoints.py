@@ -5,13 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ifcnn_jax.checkpoints import atomic_directory, load_params, read_metadata, save_params
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.checkpoints import (
+    atomic_directory,
+    load_params,
+    read_metadata,
+    save_params,
+)
 
 
 def test_round_trip_keeps_arrays_and_metadata(tmp_path):
-    params = {"a": {"kernel": np.arange(24, dtype=np.float32).reshape(2, 3, 4)},
-              "b": np.array([1.5, -2.0], np.float32)}
+    params = {
+        "a": {"kernel": np.arange(24, dtype=np.float32).reshape(2, 3, 4)},
+        "b": np.array([1.5, -2.0], np.float32),
+    }
     save_params(tmp_path / "ck", params, {"kind": "test", "note": "x"})
     loaded, metadata = load_params(tmp_path / "ck")
     np.testing.assert_array_equal(loaded["a"]["kernel"], params["a"]["kernel"])

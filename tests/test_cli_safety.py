@@ -16,14 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifcnn_jax.image_io import read_image, write_image
+from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.images import read_image, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(module: str, *args, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -42,8 +48,7 @@ def _hidden_leftovers(folder: Path) -> list[str]:
 def small_pair(release_dir, tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("pair")
     cmf = release_dir / "datasets" / "CMFDataset"
-    return [write_image(folder / f"p-{s}.png", read_image(cmf / f"lytro-02-{s}.jpg")[:64, :80])
-            for s in "AB"]
+    return [write_image(folder / f"p-{s}.png", read_image(cmf / f"lytro-02-{s}.jpg")[:64, :80]) for s in "AB"]
 
 
 def test_batch_never_overwrites_a_file_of_the_input_tree(release_dir, tmp_path):
@@ -57,8 +62,18 @@ def test_batch_never_overwrites_a_file_of_the_input_tree(release_dir, tmp_path):
     write_image(folder / "lytro-01.png", read_image(cmf / "lytro-01-A.jpg")[:40, :48])
     write_image(folder / "lytro-02.png", read_image(cmf / "lytro-01-B.jpg")[:40, :48])
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    proc = _run("ifcnn_jax.fuse", "--task", "multifocus", "--model",
-                release_dir / "snapshots" / "IFCNN-MAX.pth", "--batch", folder, "-o", folder, "-q")
+    proc = _run(
+        "ifcnn_jax.cli.fuse",
+        "--task",
+        "multifocus",
+        "--model",
+        release_dir / "snapshots" / "IFCNN-MAX.pth",
+        "--batch",
+        folder,
+        "-o",
+        folder,
+        "-q",
+    )
     _one_line_error(proc, "refusing to overwrite input file", "lytro-01.png")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
@@ -67,8 +82,16 @@ def test_a_full_disk_names_the_output_file(release_dir, small_pair, full_disk):
     filler = full_disk / "filler"
     filler.write_bytes(np.random.default_rng(0).bytes(250 << 10))  # leaves a few KiB
     out = full_disk / "fused.png"
-    proc = _run("ifcnn_jax.fuse", "--task", "multifocus", "--model",
-                release_dir / "snapshots" / "IFCNN-MAX.pth", *small_pair, "-o", out)
+    proc = _run(
+        "ifcnn_jax.cli.fuse",
+        "--task",
+        "multifocus",
+        "--model",
+        release_dir / "snapshots" / "IFCNN-MAX.pth",
+        *small_pair,
+        "-o",
+        out,
+    )
     _one_line_error(proc, str(out), "No space left on device")
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
 
@@ -92,6 +115,7 @@ def test_the_converter_never_replaces_a_file_even_with_force(release_dir, tmp_pa
 def _png_declaring(path: Path, width: int, height: int) -> Path:
     """A small PNG whose header declares ``width x height`` RGB pixels (the data is a
     few zero rows only: a decompression bomb in miniature)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -105,15 +129,22 @@ def test_an_image_declaring_a_huge_size_is_refused_before_decoding(release_dir, 
     # 200000 x 200000 RGB: 120 GB to decode, far more to fuse, on any machine.
     bombs = [_png_declaring(tmp_path / f"bomb-{s}.png", 200_000, 200_000) for s in "AB"]
     start = time.perf_counter()
-    proc = _run("ifcnn_jax.fuse", "--task", "multifocus", "--model",
-                release_dir / "snapshots" / "IFCNN-MAX.pth", *bombs, "-o", tmp_path / "f.png")
+    proc = _run(
+        "ifcnn_jax.cli.fuse",
+        "--task",
+        "multifocus",
+        "--model",
+        release_dir / "snapshots" / "IFCNN-MAX.pth",
+        *bombs,
+        "-o",
+        tmp_path / "f.png",
+    )
     _one_line_error(proc, str(bombs[0]), "200000x200000", "GiB of memory")
     assert time.perf_counter() - start < 60  # refused from the header, not after decoding
     assert not (tmp_path / "f.png").exists()
 
 
 def test_read_image_refuses_a_declared_size_beyond_memory(tmp_path):
-    from ifcnn_jax.errors import IFCNNError
 
     bomb = _png_declaring(tmp_path / "bomb.png", 200_000, 200_000)
     with pytest.raises(IFCNNError, match=r"200000x200000 pixels, which take 149\.0 GiB"):
@@ -123,10 +154,24 @@ def test_read_image_refuses_a_declared_size_beyond_memory(tmp_path):
 def test_an_evaluation_manifest_cannot_write_outside_out(release_dir, small_pair, tmp_path):
     manifest = tmp_path / "set" / "manifest.json"
     manifest.parent.mkdir()
-    manifest.write_text(json.dumps({"groups": [{"name": "../../escaped", "task": "multifocus",
-                                                "sources": [str(p) for p in small_pair]}]}))
-    proc = _run("ifcnn_jax.evaluate", manifest, "--model", release_dir / "snapshots" / "IFCNN-MAX.pth",
-                "--out", tmp_path / "set" / "out", "-q")
+    manifest.write_text(
+        json.dumps(
+            {
+                "groups": [
+                    {"name": "../../escaped", "task": "multifocus", "sources": [str(p) for p in small_pair]}
+                ]
+            }
+        )
+    )
+    proc = _run(
+        "ifcnn_jax.cli.evaluate",
+        manifest,
+        "--model",
+        release_dir / "snapshots" / "IFCNN-MAX.pth",
+        "--out",
+        tmp_path / "set" / "out",
+        "-q",
+    )
     _one_line_error(proc, "'../../escaped'", "relative name")
     assert not (tmp_path / "escaped.png").exists() and not (tmp_path.parent / "escaped.png").exists()
 
@@ -136,14 +181,30 @@ def test_ctrl_c_gives_one_line_130_and_no_temporary_files(release_dir, tmp_path,
     # A pair large enough that fusion is still running when the signal arrives (or
     # the model is still compiling, for the shorter delay).
     cmf = release_dir / "datasets" / "CMFDataset"
-    big = [write_image(tmp_path / f"big-{s}.png", np.tile(read_image(cmf / f"lytro-04-{s}.jpg"), (4, 4, 1)))
-           for s in "AB"]
+    big = [
+        write_image(tmp_path / f"big-{s}.png", np.tile(read_image(cmf / f"lytro-04-{s}.jpg"), (4, 4, 1)))
+        for s in "AB"
+    ]
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "ifcnn_jax.fuse", "--task", "multifocus", "--model",
-                             str(release_dir / "snapshots" / "IFCNN-MAX.pth"), *map(str, big),
-                             "-o", str(out / "fused.png")], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ifcnn_jax.cli.fuse",
+            "--task",
+            "multifocus",
+            "--model",
+            str(release_dir / "snapshots" / "IFCNN-MAX.pth"),
+            *map(str, big),
+            "-o",
+            str(out / "fused.png"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -28,9 +28,14 @@ def xla_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
     pad = (kernel.shape[0] - 1) // 2
     images = x.reshape((-1,) + x.shape[-3:])
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
-    out = jax.lax.conv_general_dilated(padded, kernel, (1, 1), "VALID",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                       precision=jax.lax.Precision.HIGHEST)
+    out = jax.lax.conv_general_dilated(
+        padded,
+        kernel,
+        (1, 1),
+        "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
     return out.reshape(x.shape[:-1] + (kernel.shape[-1],))
 
 
@@ -49,8 +54,7 @@ def torch_reference(x: np.ndarray, kernel: np.ndarray, cotangent: np.ndarray):
     return out, x_grad, k_grad
 
 
-def random_case(seed: int, lead: tuple[int, ...], height: int, width: int, c_in: int, c_out: int,
-                k: int):
+def random_case(seed: int, lead: tuple[int, ...], height: int, width: int, c_in: int, c_out: int, k: int):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=lead + (height, width, c_in)).astype(np.float32)
     kernel = (rng.normal(size=(k, k, c_in, c_out)) / np.sqrt(k * k * c_in)).astype(np.float32)
@@ -73,14 +77,18 @@ def value_and_grads(f, x, kernel, cotangent):
 
 # Odd sizes, 1 to 3 leading axes, 3x3 and conv1's 7x7 (3 input channels), an image
 # smaller than the kernel, and a single pixel.
-CASES = [((2,), 11, 13, 5, 7, 3), ((2, 3), 37, 21, 4, 6, 3), ((3,), 9, 10, 3, 8, 7),
-         ((2, 1, 2), 5, 3, 3, 4, 7), ((1,), 1, 1, 2, 3, 3)]
+CASES = [
+    ((2,), 11, 13, 5, 7, 3),
+    ((2, 3), 37, 21, 4, 6, 3),
+    ((3,), 9, 10, 3, 8, 7),
+    ((2, 1, 2), 5, 3, 3, 4, 7),
+    ((1,), 1, 1, 2, 3, 3),
+]
 
 
 @pytest.mark.parametrize("lead,height,width,c_in,c_out,k", CASES)
 @pytest.mark.parametrize("block_pixels", [conv_ops.BLOCK_PIXELS, 24])
-def test_values_and_gradients_match_xla(monkeypatch, lead, height, width, c_in, c_out, k,
-                                        block_pixels):
+def test_values_and_gradients_match_xla(monkeypatch, lead, height, width, c_in, c_out, k, block_pixels):
     # 24 pixels per block: several bands per image, the last one shifted up to overlap.
     monkeypatch.setattr(conv_ops, "BLOCK_PIXELS", block_pixels)
     x, kernel, cotangent = random_case(1, lead, height, width, c_in, c_out, k)
@@ -158,10 +166,21 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_batch_gives_the_same_values_and_gradients():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(REPO_ROOT))
-    done = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], check=False, env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT],
+        check=False,
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     result = json.loads(done.stdout.strip().splitlines()[-1])

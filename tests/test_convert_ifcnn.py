@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from convert.from_torch import main as convert_main
-from ifcnn_jax.checkpoints import load_params
+from ifcnn_jax.io.checkpoints import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,8 +40,9 @@ def test_converted_checkpoint_has_weights_and_metadata(release_dir, tmp_path, ca
     assert metadata["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     state = torch.load(src, map_location="cpu", weights_only=True)
     # OIHW -> HWIO, and BatchNorm names.
-    np.testing.assert_array_equal(params["conv2"]["conv"]["kernel"],
-                                  state["conv2.conv.weight"].numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        params["conv2"]["conv"]["kernel"], state["conv2.conv.weight"].numpy().transpose(2, 3, 1, 0)
+    )
     np.testing.assert_array_equal(params["conv3"]["bn"]["var"], state["conv3.bn.running_var"].numpy())
     np.testing.assert_array_equal(params["conv4"]["bias"], state["conv4.bias"].numpy())
     assert _leftovers(tmp_path) == ["out"]
@@ -48,19 +50,29 @@ def test_converted_checkpoint_has_weights_and_metadata(release_dir, tmp_path, ca
 
 def _run(args, tmp_path):
     """Runs the converter as a user would; returns (exit code, stderr)."""
-    proc = subprocess.run([sys.executable, str(REPO / "convert" / "from_torch.py"), *args],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "convert" / "from_torch.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     return proc.returncode, proc.stderr
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "no such file"),
-    ("not_a_state_dict", "not a state dict"),
-    ("not_torch", "not a PyTorch file"),
-    ("missing_key", "missing keys conv3.bn.running_mean"),
-    ("unexpected_key", "unexpected keys fc.weight"),
-    ("wrong_shape", r"conv2.conv.weight has shape \(64, 64, 5, 5\) in the file, expected \(64, 64, 3, 3\)"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "no such file"),
+        ("not_a_state_dict", "not a state dict"),
+        ("not_torch", "not a PyTorch file"),
+        ("missing_key", "missing keys conv3.bn.running_mean"),
+        ("unexpected_key", "unexpected keys fc.weight"),
+        (
+            "wrong_shape",
+            r"conv2.conv.weight has shape \(64, 64, 5, 5\) in the file, expected \(64, 64, 3, 3\)",
+        ),
+    ],
+)
 def test_bad_input_gives_one_line_and_writes_nothing(released_state, tmp_path, case, message):
     state = dict(released_state)
     src = tmp_path / "IFCNN-MAX-variant.pth"
@@ -78,11 +90,10 @@ def test_bad_input_gives_one_line_and_writes_nothing(released_state, tmp_path, c
         state["conv2.conv.weight"] = torch.zeros(64, 64, 5, 5)
         torch.save(state, src)
     out = tmp_path / "converted"
-    code, stderr = _run([ "ifcnn", str(src), str(out)], tmp_path)
+    code, stderr = _run(["ifcnn", str(src), str(out)], tmp_path)
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    import re
     assert re.search(message, lines[0]), lines[0]
     assert not out.exists()
     assert not any(p.name.startswith(".converted") for p in tmp_path.iterdir())
@@ -116,12 +127,12 @@ def test_rule_from_flag_when_the_name_does_not_say(released_state, tmp_path):
 
 
 def test_verify_failure_writes_nothing(released_state, tmp_path, monkeypatch, capsys):
-    import convert.ifcnn as ifcnn_converter
+    import convert.torch_reference as reference  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
 
     src = tmp_path / "IFCNN-SUM.pth"
     torch.save(released_state, src)
-    real = ifcnn_converter.torch_forward
-    monkeypatch.setattr(ifcnn_converter, "torch_forward", lambda *a: real(*a) + 1e-3)
+    real = reference.run_reference
+    monkeypatch.setattr(reference, "run_reference", lambda *a: real(*a) + 1e-3)
     assert convert_main(["ifcnn", str(src), str(tmp_path / "out"), "--verify"]) == 2
     assert "verification failed" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -138,7 +149,7 @@ class NoTorch:
 sys.meta_path.insert(0, NoTorch())
 import numpy as np
 import ifcnn_jax
-from ifcnn_jax import fuse as cli  # the command-line module too
+from ifcnn_jax.cli import fuse as cli  # the command-line module too
 model = ifcnn_jax.new_ifcnn('max'); model.eval()
 out = ifcnn_jax.fuse(model, [np.zeros((9, 11), np.uint8), np.full((9, 11), 200, np.uint8)], 'medical')
 assert out.shape == (9, 11) and 'torch' not in sys.modules

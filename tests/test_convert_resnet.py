@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torchvision
 
-from ifcnn_jax.checkpoints import load_params
+from convert import resnet101
+from ifcnn_jax.io.checkpoints import load_params
 from tests import torch_resnet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,14 +56,14 @@ def test_parameter_tree_layout():
     params, _ = load_params(torch_resnet.converted_checkpoint()[0])
     net = torch_resnet.torch_resnet101()
     # conv1 at params['conv1']['kernel'], HWIO: what new_ifcnn(conv1_from=...) reads.
-    np.testing.assert_array_equal(params["conv1"]["kernel"],
-                                  net.conv1.weight.numpy().transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(params["layer2"]["0"]["downsample"]["bn"]["var"],
-                                  net.layer2[0].downsample[1].running_var.numpy())
-    np.testing.assert_array_equal(params["layer3"]["22"]["bn3"]["scale"],
-                                  net.layer3[22].bn3.weight.numpy())
-    weights = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")
-               and not k.startswith("fc.")]
+    np.testing.assert_array_equal(params["conv1"]["kernel"], net.conv1.weight.numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        params["layer2"]["0"]["downsample"]["bn"]["var"], net.layer2[0].downsample[1].running_var.numpy()
+    )
+    np.testing.assert_array_equal(params["layer3"]["22"]["bn3"]["scale"], net.layer3[22].bn3.weight.numpy())
+    weights = [
+        k for k in net.state_dict() if not k.endswith("num_batches_tracked") and not k.startswith("fc.")
+    ]
     leaves = []
 
     def collect(tree):
@@ -74,7 +75,6 @@ def test_parameter_tree_layout():
 
 
 def test_verify_failure_writes_nothing(tmp_path, monkeypatch):
-    from convert import resnet101
 
     original = resnet101.state_dict_to_params
 
@@ -87,7 +87,8 @@ def test_verify_failure_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(resnet101, "state_dict_to_params", swapped_bn_fields)
     out_dir = tmp_path / "out"
     status, stdout, stderr = torch_resnet.run_converter(
-        ["resnet101", str(torch_resnet.saved_state_dict()), str(out_dir), "--verify"])
+        ["resnet101", str(torch_resnet.saved_state_dict()), str(out_dir), "--verify"]
+    )
     assert_one_line_error(status, stderr, "verification failed at layer3", "nothing written")
     assert_nothing_written(out_dir)
 
@@ -109,8 +110,9 @@ def test_wrong_shape_is_named(tmp_path):
     torch.save(state, src)
     out_dir = tmp_path / "out"
     status, _, stderr = torch_resnet.run_converter(["resnet101", str(src), str(out_dir)])
-    assert_one_line_error(status, stderr, "layer2.1.conv2.weight has shape (128, 128, 1, 1)",
-                          "expected (128, 128, 3, 3)")
+    assert_one_line_error(
+        status, stderr, "layer2.1.conv2.weight has shape (128, 128, 1, 1)", "expected (128, 128, 3, 3)"
+    )
     assert_nothing_written(out_dir)
 
 
@@ -138,7 +140,8 @@ def test_a_folder_of_user_files_is_refused_even_with_force(tmp_path):
     (out_dir / "keep.txt").write_text("mine")
     for extra in ([], ["--force"]):
         status, _, stderr = torch_resnet.run_converter(
-            ["resnet101", str(torch_resnet.saved_state_dict()), str(out_dir), *extra])
+            ["resnet101", str(torch_resnet.saved_state_dict()), str(out_dir), *extra]
+        )
         assert_one_line_error(status, stderr, str(out_dir), "refusing to replace it")
         assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
         assert (out_dir / "keep.txt").read_text() == "mine"
@@ -149,7 +152,8 @@ def test_source_and_torchvision_weights_are_exclusive(tmp_path):
     status, _, stderr = torch_resnet.run_converter(["resnet101", str(out_dir)])
     assert_one_line_error(status, stderr, "--torchvision-weights")
     status, _, stderr = torch_resnet.run_converter(
-        ["resnet101", "a.pth", str(out_dir), "--torchvision-weights", "IMAGENET1K_V1"])
+        ["resnet101", "a.pth", str(out_dir), "--torchvision-weights", "IMAGENET1K_V1"]
+    )
     assert_one_line_error(status, stderr, "a.pth", "not both")
     assert_nothing_written(out_dir)
 
@@ -164,15 +168,17 @@ def test_torchvision_weights_from_hub_cache(tmp_path, monkeypatch):
     out_dir = tmp_path / "out"
     out_dir.mkdir()  # --force replaces it
     status, stdout, stderr = torch_resnet.run_converter(
-        ["resnet101", str(out_dir), "--torchvision-weights", "IMAGENET1K_V1", "--force"])
+        ["resnet101", str(out_dir), "--torchvision-weights", "IMAGENET1K_V1", "--force"]
+    )
     assert status == 0, stderr
     # The stand-in's hash differs from the one in torchvision's file name.
     assert "warning:" in stdout and "63fe2227" in stdout
     params, metadata = load_params(out_dir)
     assert metadata["torchvision_weights"] == "ResNet101_Weights.IMAGENET1K_V1"
     assert metadata["source_file"] == V1_FILE_NAME
-    np.testing.assert_array_equal(params["bn1"]["mean"],
-                                  torch_resnet.torch_resnet101().bn1.running_mean.numpy())
+    np.testing.assert_array_equal(
+        params["bn1"]["mean"], torch_resnet.torch_resnet101().bn1.running_mean.numpy()
+    )
 
 
 def test_failed_download_is_one_line(tmp_path, monkeypatch):
@@ -184,9 +190,15 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     out_dir = tmp_path / "out"
     status, _, stderr = torch_resnet.run_converter(
-        ["resnet101", str(out_dir), "--torchvision-weights", "IMAGENET1K_V2"])
-    assert_one_line_error(status, stderr, "cannot download torchvision IMAGENET1K_V2",
-                          "resnet101-cd907fc2.pth", "pass it as SRC")
+        ["resnet101", str(out_dir), "--torchvision-weights", "IMAGENET1K_V2"]
+    )
+    assert_one_line_error(
+        status,
+        stderr,
+        "cannot download torchvision IMAGENET1K_V2",
+        "resnet101-cd907fc2.pth",
+        "pass it as SRC",
+    )
     assert_nothing_written(out_dir)
 
 
@@ -194,5 +206,9 @@ def test_command_line_exit_status(tmp_path):
     missing = tmp_path / "missing.pth"
     result = subprocess.run(
         [sys.executable, "convert/from_torch.py", "resnet101", str(missing), str(tmp_path / "out")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_line_error(result.returncode, result.stderr, str(missing), "no such file")

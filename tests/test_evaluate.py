@@ -14,16 +14,16 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from ifcnn_jax import metrics
-from ifcnn_jax.evaluate import main
-from ifcnn_jax.image_io import read_image, write_image
+from ifcnn_jax import fuse, load, metrics
+from ifcnn_jax.cli.evaluate import main
+from ifcnn_jax.io.images import read_image, write_image
 
 SHAPE = (48, 64)  # the shape tests/test_metrics.py compiles for
 FEW = "EN,MI,Qabf,SSIM_mean,SSIM_sum"
 
 
 def _crop(top: int, left: int) -> np.ndarray:
-    return skimage.data.camera()[top:top + SHAPE[0], left:left + SHAPE[1]]
+    return skimage.data.camera()[top : top + SHAPE[0], left : left + SHAPE[1]]
 
 
 @pytest.fixture
@@ -52,8 +52,7 @@ def _read_csv(path: Path) -> list[dict]:
 def test_scores_existing_fused_images(scored_set, tmp_path, capsys):
     testset, fused = scored_set
     out = tmp_path / "out"
-    assert main([str(testset), "--fused", str(fused), "--out", str(out), "--metrics", FEW,
-                 "--quiet"]) == 0
+    assert main([str(testset), "--fused", str(fused), "--out", str(out), "--metrics", FEW, "--quiet"]) == 0
     assert capsys.readouterr().out == ""
     rows = _read_csv(out / "metrics.csv")
     assert [r["group"] for r in rows] == ["g1", "g2"]
@@ -62,11 +61,10 @@ def test_scores_existing_fused_images(scored_set, tmp_path, capsys):
     for row in rows:
         name = row["group"]
         # The same numbers from the library, on images decoded independently with OpenCV.
-        sources = [cv2.imread(str(testset / f"{name}-{s}.png"), cv2.IMREAD_GRAYSCALE)
-                   for s in "AB"]
-        expected = metrics.evaluate(sources, cv2.imread(str(fused / f"{name}.png"),
-                                                        cv2.IMREAD_GRAYSCALE),
-                                    names=FEW.split(","))
+        sources = [cv2.imread(str(testset / f"{name}-{s}.png"), cv2.IMREAD_GRAYSCALE) for s in "AB"]
+        expected = metrics.evaluate(
+            sources, cv2.imread(str(fused / f"{name}.png"), cv2.IMREAD_GRAYSCALE), names=FEW.split(",")
+        )
         for metric, value in expected.items():
             assert float(row[metric]) == pytest.approx(value, rel=1e-6), (name, metric)
     (summary,) = _read_csv(out / "summary.csv")
@@ -86,8 +84,23 @@ def test_scores_existing_fused_images(scored_set, tmp_path, capsys):
 def test_float_and_16_bit_files_are_put_on_the_0_255_scale(scored_set, tmp_path):
     testset, fused = scored_set
     as_png = tmp_path / "png"
-    assert main([str(testset), "--fused", str(fused), "--out", str(as_png), "--quiet",
-                 "--metrics", FEW, "--figure-rows", "0"]) == 0
+    assert (
+        main(
+            [
+                str(testset),
+                "--fused",
+                str(fused),
+                "--out",
+                str(as_png),
+                "--quiet",
+                "--metrics",
+                FEW,
+                "--figure-rows",
+                "0",
+            ]
+        )
+        == 0
+    )
     other = tmp_path / "other"
     other.mkdir()
     for name in ("g1", "g2"):
@@ -96,18 +109,46 @@ def test_float_and_16_bit_files_are_put_on_the_0_255_scale(scored_set, tmp_path)
             cv2.imwrite(str(other / f"{name}.tif"), image.astype(np.float32) / 255)
         else:
             cv2.imwrite(str(other / f"{name}.tif"), image.astype(np.uint16) * 257)
-    assert main([str(testset), "--fused", str(other), "--out", str(tmp_path / "o"), "--quiet",
-                 "--metrics", FEW, "--figure-rows", "0"]) == 0
-    for expected, actual in zip(_read_csv(as_png / "metrics.csv"),
-                                _read_csv(tmp_path / "o" / "metrics.csv")):
+    assert (
+        main(
+            [
+                str(testset),
+                "--fused",
+                str(other),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+                "--metrics",
+                FEW,
+                "--figure-rows",
+                "0",
+            ]
+        )
+        == 0
+    )
+    for expected, actual in zip(_read_csv(as_png / "metrics.csv"), _read_csv(tmp_path / "o" / "metrics.csv")):
         for metric in FEW.split(","):
             assert float(actual[metric]) == pytest.approx(float(expected[metric]), rel=1e-5)
 
 
 def test_prints_the_table(scored_set, tmp_path, capsys):
     testset, fused = scored_set
-    assert main([str(testset), "--fused", str(fused), "--out", str(tmp_path / "o"),
-                 "--metrics", "EN,Qabf", "--figure-rows", "0"]) == 0
+    assert (
+        main(
+            [
+                str(testset),
+                "--fused",
+                str(fused),
+                "--out",
+                str(tmp_path / "o"),
+                "--metrics",
+                "EN,Qabf",
+                "--figure-rows",
+                "0",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert any(line.split()[:3] == ["group", "EN", "Qabf"] for line in lines)
@@ -135,10 +176,15 @@ def test_manifest_with_fused_and_reference(tmp_path):
     for name, image in {"a.png": a, "b.png": b, "gt.png": truth, "f.png": fused}.items():
         write_image(tmp_path / name, image)
     (tmp_path / "manifest.csv").write_text(
-        "name,source1,source2,fused,reference\npair,a.png,b.png,f.png,gt.png\n")
+        "name,source1,source2,fused,reference\npair,a.png,b.png,f.png,gt.png\n"
+    )
     out = tmp_path / "out"
-    assert main([str(tmp_path / "manifest.csv"), "--out", str(out), "--quiet",
-                 "--metrics", "EN,PSNR_ref,MAE_ref"]) == 0
+    assert (
+        main(
+            [str(tmp_path / "manifest.csv"), "--out", str(out), "--quiet", "--metrics", "EN,PSNR_ref,MAE_ref"]
+        )
+        == 0
+    )
     (row,) = _read_csv(out / "metrics.csv")
     assert float(row["MAE_ref"]) == pytest.approx(np.mean(np.abs(fused - truth.astype(float))))
     assert float(row["PSNR_ref"]) == pytest.approx(float(metrics.psnr(fused, truth)), rel=1e-6)
@@ -158,21 +204,22 @@ def test_user_errors_are_one_line(scored_set, tmp_path, capsys):
     out = str(tmp_path / "out")
     (fused / "g2.png").unlink()
     assert "no fused image for group 'g2'" in _error_of(
-        [str(testset), "--fused", str(fused), "--out", out], capsys)
+        [str(testset), "--fused", str(fused), "--out", out], capsys
+    )
     write_image(fused / "g2.png", np.zeros((SHAPE[0] - 1, SHAPE[1]), np.uint8))
-    message = _error_of([str(testset), "--fused", str(fused), "--out", out, "--metrics", "EN"],
-                        capsys)
+    message = _error_of([str(testset), "--fused", str(fused), "--out", out, "--metrics", "EN"], capsys)
     assert "g2.png is 47x64" in message and "sizes must match" in message
-    assert "no such test-set folder" in _error_of([str(tmp_path / "nothing"), "--out", out],
-                                                  capsys)
+    assert "no such test-set folder" in _error_of([str(tmp_path / "nothing"), "--out", out], capsys)
     assert "unknown metric BRISQUE" in _error_of(
-        [str(testset), "--fused", str(fused), "--metrics", "EN,BRISQUE"], capsys)
+        [str(testset), "--fused", str(fused), "--metrics", "EN,BRISQUE"], capsys
+    )
     assert "pass --model CKPT or --fused DIR" in _error_of([str(testset), "--out", out], capsys)
     assert "--fused" in _error_of([str(testset), "--fused", str(tmp_path / "none")], capsys)
     write_image(testset / "solo_1.png", _crop(0, 0))
     write_image(testset / "solo_2.png", _crop(0, 0))
     assert "cannot tell its fusion task" in _error_of(
-        [str(testset), "--model", str(tmp_path), "--out", out], capsys)
+        [str(testset), "--model", str(tmp_path), "--out", out], capsys
+    )
     assert not (tmp_path / "out" / "metrics.csv").exists()
     # An output that would replace an input image: refused before anything is written.
     write_image(testset / "figure_set.png", _crop(0, 0))
@@ -184,7 +231,8 @@ def test_user_errors_are_one_line(scored_set, tmp_path, capsys):
     write_image(fused / "g2.png", np.maximum(*(read_image(testset / f"g2-{s}.png") for s in "AB")))
     before = (testset / "figure_set.png").read_bytes()
     assert "refusing to overwrite input image" in _error_of(
-        [str(testset), "--fused", str(fused), "--out", str(testset), "--metrics", "EN"], capsys)
+        [str(testset), "--fused", str(fused), "--out", str(testset), "--metrics", "EN"], capsys
+    )
     assert (testset / "figure_set.png").read_bytes() == before
     assert not (testset / "metrics.csv").exists()
     # With the progress bar on, the error is still the last line (the bar is cleared).
@@ -195,24 +243,29 @@ def test_user_errors_are_one_line(scored_set, tmp_path, capsys):
 
 
 def test_fuses_with_the_released_models(converted_checkpoints, release_dir, tmp_path):
-    from ifcnn_jax import fuse, load
 
     data = release_dir / "datasets"
     testset = tmp_path / "set"
-    crops = {"IVDataset/Camp_Vis.png": data / "IVDataset" / "Camp_Vis.png",
-             "IVDataset/Camp_IR.png": data / "IVDataset" / "Camp_IR.png",
-             **{f"MEDataset/door/door{i}.jpg": data / "MEDataset" / "door" / f"door{i}.jpg"
-                for i in (1, 3, 5)}}
+    crops = {
+        "IVDataset/Camp_Vis.png": data / "IVDataset" / "Camp_Vis.png",
+        "IVDataset/Camp_IR.png": data / "IVDataset" / "Camp_IR.png",
+        **{f"MEDataset/door/door{i}.jpg": data / "MEDataset" / "door" / f"door{i}.jpg" for i in (1, 3, 5)},
+    }
     for name, source in crops.items():
         (testset / name).parent.mkdir(parents=True, exist_ok=True)
         # PNG keeps the crop lossless, so the fused result can be recomputed exactly.
         top, left = (150, 100) if "door" in name else (0, 0)  # door's corner is black
-        write_image((testset / name).with_suffix(".png"),
-                    read_image(source)[top:top + 48, left:left + 64])
+        write_image(
+            (testset / name).with_suffix(".png"), read_image(source)[top : top + 48, left : left + 64]
+        )
     checkpoints = converted_checkpoints["max"].parent
     out = tmp_path / "out"
-    assert main([str(testset), "--model", str(checkpoints), "--out", str(out), "--quiet",
-                 "--metrics", "EN,Qabf"]) == 0
+    assert (
+        main(
+            [str(testset), "--model", str(checkpoints), "--out", str(out), "--quiet", "--metrics", "EN,Qabf"]
+        )
+        == 0
+    )
     rows = {r["group"]: r for r in _read_csv(out / "metrics.csv")}
     assert rows["Camp"]["fused"] == "IFCNN-MAX" and rows["door"]["fused"] == "IFCNN-MEAN"
     assert rows["Camp"]["collection"] == "IVDataset" and rows["door"]["task"] == "exposure"
@@ -222,17 +275,38 @@ def test_fuses_with_the_released_models(converted_checkpoints, release_dir, tmp_
     sequence = [read_image(testset / "MEDataset" / "door" / f"door{i}.png") for i in (1, 3, 5)]
     expected = fuse(load(str(converted_checkpoints["mean"])), sequence, "exposure")
     np.testing.assert_array_equal(read_image(out / "fused" / "MEDataset" / "door.png"), expected)
-    assert float(rows["door"]["EN"]) == pytest.approx(metrics.evaluate(
-        sequence, expected, names=["EN"])["EN"], rel=1e-6)
+    assert float(rows["door"]["EN"]) == pytest.approx(
+        metrics.evaluate(sequence, expected, names=["EN"])["EN"], rel=1e-6
+    )
     # A per-task model overrides the folder's choice.
-    assert main([str(testset), "--model", str(checkpoints), "--model",
-                 f"exposure={converted_checkpoints['max']}", "--out", str(tmp_path / "o2"),
-                 "--quiet", "--metrics", "EN", "--figure-rows", "0"]) == 0
+    assert (
+        main(
+            [
+                str(testset),
+                "--model",
+                str(checkpoints),
+                "--model",
+                f"exposure={converted_checkpoints['max']}",
+                "--out",
+                str(tmp_path / "o2"),
+                "--quiet",
+                "--metrics",
+                "EN",
+                "--figure-rows",
+                "0",
+            ]
+        )
+        == 0
+    )
     rows = {r["group"]: r for r in _read_csv(tmp_path / "o2" / "metrics.csv")}
     assert rows["door"]["fused"] == "IFCNN-MAX"
 
 
 def test_runs_as_a_module():
-    result = subprocess.run([sys.executable, "-m", "ifcnn_jax.evaluate", "--help"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "ifcnn_jax.cli.evaluate", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0 and "ifcnn-eval" in result.stdout

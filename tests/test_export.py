@@ -8,13 +8,13 @@ import pytest
 from flax import nnx
 
 import ifcnn_jax
-from ifcnn_jax.checkpoints import load_params
 from ifcnn_jax.errors import IFCNNError
-from train.export import check_export_target, export_model, model_tree
+from ifcnn_jax.io.checkpoints import load_params
+from ifcnn_jax.model import new_ifcnn
+from train.checkpointing import check_export_target, export_model, model_tree
 
 
 def test_export_round_trips_through_ifcnn_load(tmp_path):
-    from ifcnn_jax.model import new_ifcnn
 
     model = new_ifcnn("sum", seed=3)
     _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
@@ -22,8 +22,9 @@ def test_export_round_trips_through_ifcnn_load(tmp_path):
     stats = jax.tree.map(lambda v: np.asarray(v) + 0.25, stats)  # not the defaults
     tree = model_tree(params, stats)
     assert set(tree["conv2"]["bn"]) == {"scale", "bias", "mean", "var"}
-    path = export_model(tmp_path / "model", params, stats, {"kind": "ifcnn", "fuse_rule": "sum", "step": 7},
-                        workdir=tmp_path)
+    path = export_model(
+        tmp_path / "model", params, stats, {"kind": "ifcnn", "fuse_rule": "sum", "step": 7}, workdir=tmp_path
+    )
     loaded, metadata = load_params(path)
     assert metadata["step"] == 7 and metadata["fuse_rule"] == "sum"
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(tree)):
@@ -32,14 +33,14 @@ def test_export_round_trips_through_ifcnn_load(tmp_path):
     assert reloaded.fuse_rule == "sum"
     np.testing.assert_array_equal(np.asarray(reloaded.conv3.bn.var[...]), tree["conv3"]["bn"]["var"])
     # A second export of the same run replaces the first atomically.
-    export_model(tmp_path / "model", params, stats, {"kind": "ifcnn", "fuse_rule": "sum", "step": 8},
-                 workdir=tmp_path)
+    export_model(
+        tmp_path / "model", params, stats, {"kind": "ifcnn", "fuse_rule": "sum", "step": 8}, workdir=tmp_path
+    )
     assert load_params(path)[1]["step"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def _small_tree():
-    from ifcnn_jax.model import new_ifcnn
 
     _, params, stats = nnx.split(new_ifcnn("max", seed=1), nnx.Param, nnx.BatchStat)
     return nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
@@ -53,8 +54,9 @@ class TestExportNeverReplacesUserFiles:
         with pytest.raises(IFCNNError, match="not an ifcnn-jax checkpoint; refusing"):
             check_export_target(target, tmp_path / "run")
         with pytest.raises(IFCNNError, match="refusing"):
-            export_model(target, *_small_tree(), {"kind": "ifcnn", "fuse_rule": "max"},
-                         workdir=tmp_path / "run")
+            export_model(
+                target, *_small_tree(), {"kind": "ifcnn", "fuse_rule": "max"}, workdir=tmp_path / "run"
+            )
         assert [p.name for p in target.iterdir()] == ["thesis.tex"]
         assert (target / "thesis.tex").read_text() == "years of work"
 
@@ -68,8 +70,13 @@ class TestExportNeverReplacesUserFiles:
 
     def test_another_runs_export_is_kept(self, tmp_path):
         params, stats = _small_tree()
-        export_model(tmp_path / "model", params, stats, {"kind": "ifcnn", "fuse_rule": "max", "step": 1},
-                     workdir=tmp_path / "run-a")
+        export_model(
+            tmp_path / "model",
+            params,
+            stats,
+            {"kind": "ifcnn", "fuse_rule": "max", "step": 1},
+            workdir=tmp_path / "run-a",
+        )
         with pytest.raises(IFCNNError, match="did not write"):
             check_export_target(tmp_path / "model", tmp_path / "run-b")
         assert load_params(tmp_path / "model")[1]["step"] == 1

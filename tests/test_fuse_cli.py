@@ -1,4 +1,4 @@
-"""``ifcnn-fuse`` / ``python -m ifcnn_jax.fuse``: single and batch mode, and user errors."""
+"""``ifcnn-fuse`` / ``python -m ifcnn_jax.cli.fuse``: single and batch mode, and user errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import ifcnn_jax
-from ifcnn_jax.fuse import group_folder, main
-from ifcnn_jax.image_io import read_image, write_image
+from ifcnn_jax.cli.fuse import group_folder, main
+from ifcnn_jax.io.images import read_image, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,15 +24,20 @@ def pair(release_dir):
 
 
 def _cli(*args, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "ifcnn_jax.fuse", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ifcnn_jax.cli.fuse", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_single_mode_writes_the_fused_image(converted_checkpoints, pair, tmp_path):
     a, b = write_image(tmp_path / "a.png", pair[0]), write_image(tmp_path / "b.png", pair[1])
-    code, out, err = _cli("--task", "multifocus", "--model", converted_checkpoints["max"], a, b,
-                          "-o", tmp_path / "fused.png")
+    code, out, err = _cli(
+        "--task", "multifocus", "--model", converted_checkpoints["max"], a, b, "-o", tmp_path / "fused.png"
+    )
     assert code == 0, err
     assert "wrote" in out
     expected = ifcnn_jax.fuse(ifcnn_jax.load(str(converted_checkpoints["max"])), pair, "multifocus")
@@ -43,11 +48,25 @@ def test_single_mode_writes_the_fused_image(converted_checkpoints, pair, tmp_pat
 def test_model_folder_picks_the_demo_model_per_task(converted_checkpoints, pair, tmp_path):
     folder = converted_checkpoints["max"].parent  # holds ifcnn-max, ifcnn-sum, ifcnn-mean
     paths = [write_image(tmp_path / f"e{i}.png", im) for i, im in enumerate(pair)]
-    assert main(["--task", "exposure", "--model", str(folder), *map(str, paths),
-                 "-o", str(tmp_path / "e.png"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "exposure",
+                "--model",
+                str(folder),
+                *map(str, paths),
+                "-o",
+                str(tmp_path / "e.png"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     mean_model = ifcnn_jax.load(str(converted_checkpoints["mean"]))
-    np.testing.assert_array_equal(read_image(tmp_path / "e.png"),
-                                  ifcnn_jax.fuse(mean_model, pair, "exposure"))
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "e.png"), ifcnn_jax.fuse(mean_model, pair, "exposure")
+    )
 
 
 def test_batch_mode_fuses_every_group_and_reports_bad_ones(converted_checkpoints, pair, tmp_path, capsys):
@@ -58,50 +77,76 @@ def test_batch_mode_fuses_every_group_and_reports_bad_ones(converted_checkpoints
     write_image(src / "scene-A.png", pair[0])
     write_image(src / "scene-B.png", pair[1])
     write_image(src / "lonely-A.png", pair[0])
-    code = main(["--task", "multifocus", "--model", str(converted_checkpoints["max"]),
-                 "--batch", str(src), "-o", str(tmp_path / "out")])
+    code = main(
+        [
+            "--task",
+            "multifocus",
+            "--model",
+            str(converted_checkpoints["max"]),
+            "--batch",
+            str(src),
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 1  # one bad group
     err = capsys.readouterr().err
     assert "group 'lonely' has only one image" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene.png", "seq.png"]
     model = ifcnn_jax.load(str(converted_checkpoints["max"]))
-    np.testing.assert_array_equal(read_image(tmp_path / "out" / "scene.png"),
-                                  ifcnn_jax.fuse(model, pair, "multifocus"))
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "out" / "scene.png"), ifcnn_jax.fuse(model, pair, "multifocus")
+    )
 
 
 def test_grouping_rules(tmp_path):
-    for name in ["lytro-01-A.jpg", "lytro-01-B.jpg", "Camp_Vis.png", "Camp_IR.png", "c01_1.tif",
-                 "c01_2.tif", "notes.txt", ".hidden.png"]:
+    for name in [
+        "lytro-01-A.jpg",
+        "lytro-01-B.jpg",
+        "Camp_Vis.png",
+        "Camp_IR.png",
+        "c01_1.tif",
+        "c01_2.tif",
+        "notes.txt",
+        ".hidden.png",
+    ]:
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "door").mkdir()
     for name in ["door1.jpg", "door2.jpg"]:
         (tmp_path / "door" / name).write_bytes(b"")
     groups = {k: [p.name for p in v] for k, v in group_folder(tmp_path).items()}
-    assert groups == {"lytro-01": ["lytro-01-A.jpg", "lytro-01-B.jpg"],
-                      "Camp": ["Camp_IR.png", "Camp_Vis.png"], "c01": ["c01_1.tif", "c01_2.tif"],
-                      "door": ["door1.jpg", "door2.jpg"]}
+    assert groups == {
+        "lytro-01": ["lytro-01-A.jpg", "lytro-01-B.jpg"],
+        "Camp": ["Camp_IR.png", "Camp_Vis.png"],
+        "c01": ["c01_1.tif", "c01_2.tif"],
+        "door": ["door1.jpg", "door2.jpg"],
+    }
 
 
 def test_user_errors_are_one_line_without_traceback(converted_checkpoints, pair, tmp_path):
     a = write_image(tmp_path / "a.png", pair[0])
     small = write_image(tmp_path / "small.png", pair[1][:-1])
-    code, _, err = _cli("--task", "multifocus", "--model", converted_checkpoints["max"], a, small,
-                        "-o", tmp_path / "f.png")
+    code, _, err = _cli(
+        "--task", "multifocus", "--model", converted_checkpoints["max"], a, small, "-o", tmp_path / "f.png"
+    )
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: sources differ in size")
     assert "Traceback" not in err and "small.png" in err
     assert not (tmp_path / "f.png").exists()
 
 
-@pytest.mark.parametrize("case, message", [
-    ("one_source", "at least 2 sources"),
-    ("not_an_image", "not an image file"),
-    ("missing", "no such file"),
-    ("colour_gray_mix", "all colour or all gray"),
-    ("overwrite_source", "refusing to overwrite source image"),
-    ("no_suffix", "unknown image type"),
-    ("bad_model", "no such checkpoint directory"),
-    ("negative_tile", "--tile must be"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("one_source", "at least 2 sources"),
+        ("not_an_image", "not an image file"),
+        ("missing", "no such file"),
+        ("colour_gray_mix", "all colour or all gray"),
+        ("overwrite_source", "refusing to overwrite source image"),
+        ("no_suffix", "unknown image type"),
+        ("bad_model", "no such checkpoint directory"),
+        ("negative_tile", "--tile must be"),
+    ],
+)
 def test_user_errors(converted_checkpoints, pair, tmp_path, capsys, case, message):
     a = write_image(tmp_path / "a.png", pair[0])
     b = write_image(tmp_path / "b.png", pair[1])

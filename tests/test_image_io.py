@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.image_io import read_image, write_image
+from ifcnn_jax.io.images import read_image, write_image
 
 
 def test_reads_rgb_in_rgb_order_like_pil(tmp_path):
@@ -36,11 +36,14 @@ def test_sixteen_bit_tiff_stays_sixteen_bit(tmp_path):
     np.testing.assert_array_equal(got, gray)
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "no such file"),
-    (b"", "not an image"),
-    (b"GIF89a not really", "not an image"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        (b"", "not an image"),
+        (b"GIF89a not really", "not an image"),
+    ],
+)
 def test_unreadable_files_name_the_file(tmp_path, content, message):
     path = tmp_path / "bad.png"
     if content is not None:

@@ -1,5 +1,5 @@
 """``ifcnn_jax.inference.forward`` (folded BatchNorm, blocked matrix-product and XLA
-convolutions) against the PyTorch reference of tests/torch_reference.py."""
+convolutions) against the PyTorch reference of convert/torch_reference.py."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from convert.torch_reference import (
+    params_from_reference,
+    random_reference,
+    run_reference,
+)
 from ifcnn_jax import inference
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.inference import folded_params, forward
 from ifcnn_jax.model import model_from_params
 from tests.helpers import max_abs_diff, random_sources
-from tests.torch_reference import (params_from_reference, random_reference,
-                                   run_reference)
 
 TOLERANCE = 1e-4  # largest absolute difference allowed against PyTorch
 
@@ -39,8 +42,10 @@ def test_many_blocks_with_uneven_last_block_match_pytorch(released_models, monke
     monkeypatch.setitem(inference._PER_ITEM, "matmul", per_item)
     ours, reference = released_models["max"]
     sources = random_sources(3, 2, 23, 37, seed=2)
-    assert max_abs_diff(forward(ours, sources, tile=0, method="matmul"),
-                     run_reference(reference, sources)) <= TOLERANCE
+    assert (
+        max_abs_diff(forward(ours, sources, tile=0, method="matmul"), run_reference(reference, sources))
+        <= TOLERANCE
+    )
 
 
 def test_image_smaller_than_receptive_field_matches_pytorch(released_models):

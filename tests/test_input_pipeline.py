@@ -5,11 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from ifcnn_jax.errors import IFCNNError
+from tests.helpers import write_random_photos
 from train import input_pipeline
 from train.configs import default
-from tests.helpers import write_random_photos
 
 
 def photo_folder(path, count=5, size=(24, 30)):
@@ -80,7 +81,9 @@ def test_iterator_state_resumes_exactly(tmp_path):
 
 def test_every_photo_once_per_epoch():
     for seed in (0, 5):
-        orders = [[input_pipeline.photo_index(seed, epoch * 7 + i, 7) for i in range(7)] for epoch in range(3)]
+        orders = [
+            [input_pipeline.photo_index(seed, epoch * 7 + i, 7) for i in range(7)] for epoch in range(3)
+        ]
         for order in orders:
             assert sorted(order) == list(range(7))
         assert orders[0] != orders[1] or orders[1] != orders[2]
@@ -98,7 +101,7 @@ def test_targets_are_crops_of_training_photos(tmp_path):
             for candidate in (image, image[:, ::-1]):
                 for top in range(candidate.shape[0] - 11):
                     for left in range(candidate.shape[1] - 11):
-                        if np.array_equal(candidate[top:top + 12, left:left + 12], crop):
+                        if np.array_equal(candidate[top : top + 12, left : left + 12], crop):
                             return True
         return False
 
@@ -138,12 +141,13 @@ def test_collection_errors(tmp_path):
     small = folder_config(tmp_path / "few")
     small.data.crop_size = 64
     small.data.eval_holdout = 1
-    with pytest.raises(IFCNNError, match=r"^photo p\d+: image of size \d+x\d+ is smaller than the crop size 64$"):
+    with pytest.raises(
+        IFCNNError, match=r"^photo p\d+: image of size \d+x\d+ is smaller than the crop size 64$"
+    ):
         input_pipeline.train_dataset(input_pipeline.make_collections(small.data)[0], small)[0]
 
 
 def test_nyu_collections_on_mock_data():
-    import tensorflow_datasets as tfds
 
     config = default.get_config()
     config.data.crop_size = 32

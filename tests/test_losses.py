@@ -12,8 +12,13 @@ import pytest
 import torch
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.losses import (DEFAULT_TAPS, IMAGENET_MEAN, IMAGENET_STD, perceptual_loss,
-                              pixel_loss)
+from ifcnn_jax.losses import (
+    DEFAULT_TAPS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    perceptual_loss,
+    pixel_loss,
+)
 from ifcnn_jax.resnet import TAPS
 from tests import torch_resnet
 
@@ -37,6 +42,7 @@ def _images(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _torch_perceptual(fused, target, taps, weights, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """The loss written directly with torchvision features: model space -> RGB 0-1 ->
     ImageNet normalisation -> MSE per tap, weighted sum. Returns (loss, d loss / d fused)."""
+
     def to_resnet_input(x):
         rgb = x * torch.tensor(std) + torch.tensor(mean)
         return (rgb - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
@@ -45,8 +51,7 @@ def _torch_perceptual(fused, target, taps, weights, mean=IMAGENET_MEAN, std=IMAG
     with torch.no_grad():
         target_features = torch_resnet.torch_features(to_resnet_input(torch.from_numpy(target)))
     fused_features = torch_resnet.torch_features(to_resnet_input(fused_t))
-    loss = sum(w * torch.mean((fused_features[t] - target_features[t]) ** 2)
-               for t, w in zip(taps, weights))
+    loss = sum(w * torch.mean((fused_features[t] - target_features[t]) ** 2) for t, w in zip(taps, weights))
     loss.backward()
     return float(loss.detach()), fused_t.grad.numpy()
 
@@ -54,8 +59,9 @@ def _torch_perceptual(fused, target, taps, weights, mean=IMAGENET_MEAN, std=IMAG
 def test_pixel_loss_is_mean_squared_error():
     fused, target = _images(0)
     expected = np.mean((fused.astype(np.float64) - target) ** 2)
-    np.testing.assert_allclose(float(pixel_loss(jnp.asarray(fused), jnp.asarray(target))),
-                               expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        float(pixel_loss(jnp.asarray(fused), jnp.asarray(target))), expected, rtol=1e-6
+    )
 
 
 def test_default_taps_are_valid_and_cheap():
@@ -71,16 +77,18 @@ def test_zero_for_identical_and_positive_otherwise():
     assert float(perceptual_loss(jnp.asarray(fused), jnp.asarray(target), resnet)) > 0.0
 
 
-@pytest.mark.parametrize("taps, weights", [
-    (DEFAULT_TAPS, None),
-    (("conv1", "relu", "layer1", "layer2"), (0.5, 1.0, 2.0, 3.0)),
-])
+@pytest.mark.parametrize(
+    "taps, weights",
+    [
+        (DEFAULT_TAPS, None),
+        (("conv1", "relu", "layer1", "layer2"), (0.5, 1.0, 2.0, 3.0)),
+    ],
+)
 def test_matches_pytorch_loss_and_gradient(taps, weights):
     resnet = torch_resnet.loaded_resnet101()
     fused, target = _images(2)
     loss_fn = functools.partial(perceptual_loss, taps=taps, weights=weights)
-    loss, grad = jax.jit(jax.value_and_grad(loss_fn))(jnp.asarray(fused), jnp.asarray(target),
-                                                      resnet)
+    loss, grad = jax.jit(jax.value_and_grad(loss_fn))(jnp.asarray(fused), jnp.asarray(target), resnet)
     ref_loss, ref_grad = _torch_perceptual(fused, target, taps, weights or (1.0,) * len(taps))
     assert abs(float(loss) - ref_loss) / ref_loss <= 1e-4
     assert np.all(np.isfinite(np.asarray(grad)))
@@ -91,8 +99,9 @@ def test_other_input_space_is_converted_to_imagenet_normalisation():
     resnet = torch_resnet.loaded_resnet101()
     fused, target = _images(5)
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.3, 0.35)
-    ours = perceptual_loss(jnp.asarray(fused), jnp.asarray(target), resnet, taps=("relu",),
-                           input_mean=mean, input_std=std)
+    ours = perceptual_loss(
+        jnp.asarray(fused), jnp.asarray(target), resnet, taps=("relu",), input_mean=mean, input_std=std
+    )
     reference, _ = _torch_perceptual(fused, target, ("relu",), (1.0,), mean, std)
     assert abs(float(ours) - reference) / reference <= 1e-4
 
@@ -100,16 +109,18 @@ def test_other_input_space_is_converted_to_imagenet_normalisation():
 def test_target_gets_no_gradient():
     resnet = torch_resnet.loaded_resnet101()
     fused, target = _images(3)
-    grad_target = jax.grad(perceptual_loss, argnums=1)(jnp.asarray(fused), jnp.asarray(target),
-                                                       resnet, taps=("relu",))
+    grad_target = jax.grad(perceptual_loss, argnums=1)(
+        jnp.asarray(fused), jnp.asarray(target), resnet, taps=("relu",)
+    )
     assert not np.any(np.asarray(grad_target))
 
 
 def test_jit_with_resnet_as_argument_matches_eager():
     resnet = torch_resnet.loaded_resnet101()
     fused, target = _images(4)
-    loss_fn = functools.partial(perceptual_loss, taps=("relu", "layer1"), weights={"relu": 0.5,
-                                                                                 "layer1": 2.0})
+    loss_fn = functools.partial(
+        perceptual_loss, taps=("relu", "layer1"), weights={"relu": 0.5, "layer1": 2.0}
+    )
     eager = loss_fn(jnp.asarray(fused), jnp.asarray(target), resnet)
     jitted = jax.jit(jax.value_and_grad(loss_fn))(jnp.asarray(fused), jnp.asarray(target), resnet)
     np.testing.assert_allclose(float(jitted[0]), float(eager), rtol=1e-5)

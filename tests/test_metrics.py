@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -23,10 +24,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ifcnn_jax import metrics
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.images import read_image
 
-SHAPE = (48, 64)          # non-square, to catch swapped axes; one shape keeps compiles few
+SHAPE = (48, 64)  # non-square, to catch swapped axes; one shape keeps compiles few
 LARGE_SHAPE = (176, 192)  # the smallest MS-SSIM accepts (11 * 2^4)
-RTOL = 2e-6               # float32 against float64 (observed: <= 2e-7)
+RTOL = 2e-6  # float32 against float64 (observed: <= 2e-7)
 ATOL = 1e-7
 
 
@@ -43,7 +45,7 @@ def gray_levels(x):
 
 def fspecial_gaussian(size, sigma):
     half = (size - 1) / 2
-    y, x = np.mgrid[-half:half + 1, -half:half + 1]
+    y, x = np.mgrid[-half : half + 1, -half : half + 1]
     h = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
     return h / h.sum()
 
@@ -68,12 +70,13 @@ def ref_sf(f):
 def ref_ag(f):
     gy, gx = np.gradient(f)  # NumPy's one-sided edges are MATLAB's gradient()
     m, n = f.shape
-    return float(np.sum(np.sqrt((gx ** 2 + gy ** 2) / 2)) / ((m - 1) * (n - 1)))
+    return float(np.sum(np.sqrt((gx**2 + gy**2) / 2)) / ((m - 1) * (n - 1)))
 
 
 def ref_mi_pair(a, b):
-    joint, _, _ = np.histogram2d(gray_levels(a).ravel(), gray_levels(b).ravel(), bins=256,
-                                 range=[[-0.5, 255.5], [-0.5, 255.5]])
+    joint, _, _ = np.histogram2d(
+        gray_levels(a).ravel(), gray_levels(b).ravel(), bins=256, range=[[-0.5, 255.5], [-0.5, 255.5]]
+    )
     p = joint / joint.sum()
     outer = np.outer(p.sum(axis=1), p.sum(axis=0))
     nz = p > 0
@@ -115,7 +118,7 @@ def ref_scd(sources, f):
 
 def ref_psnr_fusion(sources, f):
     mse = np.mean([np.mean((s - f) ** 2) for s in sources])
-    return float(10 * np.log10(255.0 ** 2 / mse))
+    return float(10 * np.log10(255.0**2 / mse))
 
 
 SOBEL_H1 = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], np.float64)
@@ -125,7 +128,7 @@ SOBEL_H3 = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float64)
 def ref_sobel(x):
     sx = scipy.signal.convolve2d(x, SOBEL_H3, mode="same")  # MATLAB conv2(.., 'same')
     sy = scipy.signal.convolve2d(x, SOBEL_H1, mode="same")
-    g = np.sqrt(sx ** 2 + sy ** 2)
+    g = np.sqrt(sx**2 + sy**2)
     a = np.full(x.shape, np.pi / 2)
     nz = sx != 0
     a[nz] = np.arctan(sy[nz] / sx[nz])
@@ -164,7 +167,7 @@ def ref_ssim_maps(x, y, window, c1, c2):
     vx = np.einsum("ijab,ab->ij", dx * dx, window)
     vy = np.einsum("ijab,ab->ij", dy * dy, window)
     cxy = np.einsum("ijab,ab->ij", dx * dy, window)
-    lum = (2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1)
+    lum = (2 * mx * my + c1) / (mx**2 + my**2 + c1)
     cs = (2 * cxy + c2) / (vx + vy + c2)
     return lum * cs, cs, vx, vy
 
@@ -187,11 +190,16 @@ def ref_ms_ssim(x, y):
         else:
             value *= max(cs_map.mean(), 0) ** w
             # msssim.m: imfilter(ones(2)/4, 'symmetric', 'same'), then (1:2:end, 1:2:end)
-            x, y = [(np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[:-1, :-1]
-                     + np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[1:, :-1]
-                     + np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[:-1, 1:]
-                     + np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[1:, 1:])[::2, ::2] / 4
-                    for im in (x, y)]
+            x, y = [
+                (
+                    np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[:-1, :-1]
+                    + np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[1:, :-1]
+                    + np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[:-1, 1:]
+                    + np.pad(im, ((0, 1), (0, 1)), mode="symmetric")[1:, 1:]
+                )[::2, ::2]
+                / 4
+                for im in (x, y)
+            ]
     return float(value)
 
 
@@ -239,7 +247,7 @@ def ref_vifp(ref, dist):
         sv_sq[m] = sigma2_sq[m]
         g[m] = 0
         sv_sq[sv_sq <= 1e-10] = 1e-10
-        num += np.sum(np.log10(1 + g ** 2 * sigma1_sq / (sv_sq + sigma_nsq)))
+        num += np.sum(np.log10(1 + g**2 * sigma1_sq / (sv_sq + sigma_nsq)))
         den += np.sum(np.log10(1 + sigma1_sq / sigma_nsq))
     return num / den
 
@@ -258,8 +266,8 @@ def ref_qcb(sources, f):
 
     u, v = np.meshgrid(freqspace(lie), freqspace(hang))
     u, v = lie / 30 * u, hang / 30 * v
-    r = np.sqrt(u ** 2 + v ** 2)
-    sd = np.exp(-(r / 15.3870) ** 2) - 0.7622 * np.exp(-(r / 1.3456) ** 2)
+    r = np.sqrt(u**2 + v**2)
+    sd = np.exp(-((r / 15.3870) ** 2)) - 0.7622 * np.exp(-((r / 1.3456) ** 2))
     grid = np.arange(-15, 16)
     x, y = np.meshgrid(grid, grid)
 
@@ -273,7 +281,7 @@ def ref_qcb(sources, f):
         buff = scipy.signal.correlate2d(filtered, g1, mode="same")
         buff1 = scipy.signal.correlate2d(filtered, g2, mode="same")
         c = np.abs(buff / buff1 - 1)
-        cp.append(c ** 3 / (c ** 2 + 1e-4))
+        cp.append(c**3 / (c**2 + 1e-4))
     cf = cp[-1]
     saliency = [c * c for c in cp[:-1]]
     total = sum(saliency)
@@ -304,10 +312,10 @@ def ref_fmi_pair(a_windows, f_windows):
     f_temp = np.where(f_flat[:, None], 0.0, f_pdf - f_pdf.mean(axis=1, keepdims=True))
     s = np.sum(a_temp * f_temp, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(s == 0, 0.0, s / np.sqrt(np.sum(a_temp ** 2, 1) * np.sum(f_temp ** 2, 1)))
+        c = np.where(s == 0, 0.0, s / np.sqrt(np.sum(a_temp**2, 1) * np.sum(f_temp**2, 1)))
     idx = np.arange(1, l + 1)
-    a_sd = np.sqrt(np.maximum(np.sum(idx ** 2 * a_pdf, 1) - np.sum(idx * a_pdf, 1) ** 2, 0))
-    f_sd = np.sqrt(np.maximum(np.sum(idx ** 2 * f_pdf, 1) - np.sum(idx * f_pdf, 1) ** 2, 0))
+    a_sd = np.sqrt(np.maximum(np.sum(idx**2 * a_pdf, 1) - np.sum(idx * a_pdf, 1) ** 2, 0))
+    f_sd = np.sqrt(np.maximum(np.sum(idx**2 * f_pdf, 1) - np.sum(idx * f_pdf, 1) ** 2, 0))
 
     def up(i, j):  # Frechet upper bound, fmi.m's 0.5*(x + y - |x - y|)
         return 0.5 * (f_cdf[:, i] + a_cdf[:, j] - np.abs(f_cdf[:, i] - a_cdf[:, j]))
@@ -326,6 +334,7 @@ def ref_fmi_pair(a_windows, f_windows):
     joint_entropy = np.zeros(n)
     for i in range(l):
         for j in range(l):
+
             def cell(bound):
                 value = bound(i, j)
                 if i > 0:
@@ -337,8 +346,9 @@ def ref_fmi_pair(a_windows, f_windows):
                 return value
 
             product = f_pdf[:, i] * a_pdf[:, j]
-            jpdf = np.where(positive, phi * cell(up) + (1 - phi) * product,
-                            theta * cell(lo) + (1 - theta) * product)
+            jpdf = np.where(
+                positive, phi * cell(up) + (1 - phi) * product, theta * cell(lo) + (1 - theta) * product
+            )
             with np.errstate(invalid="ignore", divide="ignore"):
                 term = np.real(-jpdf * np.log2(jpdf.astype(complex)))
             joint_entropy += np.where(jpdf != 0, term, 0.0)
@@ -377,8 +387,8 @@ def _multifocus_set(sharp):
     """Two partly blurred copies of a sharp image and their average: a fusion-like triple."""
     w = sharp.shape[1]
     a, b = sharp.copy(), sharp.copy()
-    a[:, w // 2:] = _blur(sharp, 1.5)[:, w // 2:]
-    b[:, :w // 2] = _blur(sharp, 2.0)[:, :w // 2]
+    a[:, w // 2 :] = _blur(sharp, 1.5)[:, w // 2 :]
+    b[:, : w // 2] = _blur(sharp, 2.0)[:, : w // 2]
     f = matlab_round((a + b) / 2 + 0.3 * (sharp - (a + b) / 2))
     return np.stack([a, b]), np.clip(f, 0, 255)
 
@@ -392,18 +402,16 @@ def _random_set(shape, seed=0):
 
 
 def _camera_set(shape):
-    sharp = skimage.data.camera().astype(np.float64)[100:100 + shape[0], 180:180 + shape[1]]
+    sharp = skimage.data.camera().astype(np.float64)[100 : 100 + shape[0], 180 : 180 + shape[1]]
     return _multifocus_set(sharp)
 
 
 def _release_set(release_dir, shape):
-    from ifcnn_jax.image_io import read_image
 
     folder = release_dir / "datasets" / "CMFDataset"
-    grays = [metrics.to_gray_255(read_image(folder / f"lytro-01-{s}.jpg")).astype(np.float64)
-             for s in "AB"]
+    grays = [metrics.to_gray_255(read_image(folder / f"lytro-01-{s}.jpg")).astype(np.float64) for s in "AB"]
     top, left = 200, 180
-    a, b = (g[top:top + shape[0], left:left + shape[1]] for g in grays)
+    a, b = (g[top : top + shape[0], left : left + shape[1]] for g in grays)
     return np.stack([a, b]), matlab_round((a + b) / 2)
 
 
@@ -457,8 +465,9 @@ def test_every_no_reference_metric_has_a_reference_here():
 def test_metric_matches_numpy_reference(name, image_set):
     sources, fused = image_set
     expected = REFERENCES[name](sources, fused)
-    actual = float(metrics.NO_REFERENCE_METRICS[name](jnp.asarray(sources, jnp.float32),
-                                                      jnp.asarray(fused, jnp.float32)))
+    actual = float(
+        metrics.NO_REFERENCE_METRICS[name](jnp.asarray(sources, jnp.float32), jnp.asarray(fused, jnp.float32))
+    )
     assert np.isfinite(expected)
     np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
 
@@ -476,10 +485,9 @@ def test_ssim_matches_skimage(image_set):
     sources, fused = image_set
     for source in sources:
         expected = skimage.metrics.structural_similarity(
-            source, fused, data_range=255, gaussian_weights=True, sigma=1.5,
-            use_sample_covariance=False)
-        np.testing.assert_allclose(float(metrics.ssim(source, fused)), expected,
-                                   rtol=RTOL, atol=ATOL)
+            source, fused, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+        np.testing.assert_allclose(float(metrics.ssim(source, fused)), expected, rtol=RTOL, atol=ATOL)
 
 
 def test_qabf_matlab_ties_match_the_matlab_branch(image_set):
@@ -493,8 +501,9 @@ def test_qabf_matlab_ties_match_the_matlab_branch(image_set):
     assert 0 <= actual - paper <= 5.6e-4  # the documented bound of the branch
 
 
-@pytest.mark.parametrize("name", ["MI", "NMI", "FMI_pixel", "Qabf", "VIF", "SSIM_mean",
-                                  "SSIM_sum", "CC", "PSNR", "Qcb"])
+@pytest.mark.parametrize(
+    "name", ["MI", "NMI", "FMI_pixel", "Qabf", "VIF", "SSIM_mean", "SSIM_sum", "CC", "PSNR", "Qcb"]
+)
 def test_three_sources_match_reference(name):
     sources, fused = _camera_set(SHAPE)
     third = _blur(fused, 1.0)
@@ -510,7 +519,7 @@ def test_three_sources_match_reference(name):
 def test_entropy_analytic():
     assert float(metrics.entropy(np.full(SHAPE, 77.0))) == 0.0
     half = np.zeros(SHAPE)
-    half[:, SHAPE[1] // 2:] = 200
+    half[:, SHAPE[1] // 2 :] = 200
     np.testing.assert_allclose(float(metrics.entropy(half)), 1.0, rtol=1e-6)
     levels = np.arange(256, dtype=np.float64).reshape(16, 16)
     np.testing.assert_allclose(float(metrics.entropy(levels)), 8.0, rtol=1e-6)
@@ -522,10 +531,10 @@ def test_sf_and_ag_analytic():
     assert float(metrics.average_gradient(constant)) == 0.0
     m, n = SHAPE
     ramp = np.tile(np.arange(n, dtype=np.float64), (m, 1))  # +1 per column
-    np.testing.assert_allclose(float(metrics.spatial_frequency(ramp)), math.sqrt((n - 1) / n),
-                               rtol=1e-6)
-    np.testing.assert_allclose(float(metrics.average_gradient(ramp)),
-                               m * n * math.sqrt(0.5) / ((m - 1) * (n - 1)), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.spatial_frequency(ramp)), math.sqrt((n - 1) / n), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(metrics.average_gradient(ramp)), m * n * math.sqrt(0.5) / ((m - 1) * (n - 1)), rtol=1e-6
+    )
 
 
 def test_mi_of_fused_equal_to_a_source(image_set):
@@ -535,9 +544,9 @@ def test_mi_of_fused_equal_to_a_source(image_set):
     expected = ref_entropy(a) + ref_mi_pair(a, b)
     np.testing.assert_allclose(mi, expected, rtol=RTOL)
     # The same identity within the JAX functions: MI(A; A) = H(A).
-    np.testing.assert_allclose(mi, float(metrics.entropy(a))
-                               + float(metrics.mutual_information(np.stack([b, b]), a)) / 2,
-                               rtol=RTOL)
+    np.testing.assert_allclose(
+        mi, float(metrics.entropy(a)) + float(metrics.mutual_information(np.stack([b, b]), a)) / 2, rtol=RTOL
+    )
 
 
 QABF_MAX = (0.9994 / (1 + math.exp(-15 * 0.5))) * (0.9879 / (1 + math.exp(-22 * 0.2)))
@@ -547,9 +556,18 @@ QABF_MAX = (0.9994 / (1 + math.exp(-15 * 0.5))) * (0.9879 / (1 + math.exp(-22 * 
 def test_equal_images_give_the_maximum(n):
     image = _camera_set(SHAPE)[0][0]
     sources = np.stack([image] * n)
-    expected = {"FMI_pixel": 1.0, "FMI_gradient": 1.0, "Qabf": QABF_MAX, "VIF": float(n),
-                "SSIM_mean": 1.0, "SSIM_sum": float(n), "CC": 1.0, "Qcb": 1.0,
-                "NMI": float(n), "PSNR": math.inf}
+    expected = {
+        "FMI_pixel": 1.0,
+        "FMI_gradient": 1.0,
+        "Qabf": QABF_MAX,
+        "VIF": float(n),
+        "SSIM_mean": 1.0,
+        "SSIM_sum": float(n),
+        "CC": 1.0,
+        "Qcb": 1.0,
+        "NMI": float(n),
+        "PSNR": math.inf,
+    }
     if n == 2:
         expected["Qy"] = 1.0
     for name, value in expected.items():
@@ -560,35 +578,33 @@ def test_equal_images_give_the_maximum(n):
 
 def test_ms_ssim_of_equal_images_is_one():
     image = _camera_set(LARGE_SHAPE)[0][0]
-    np.testing.assert_allclose(float(metrics.ms_ssim_fusion(np.stack([image, image]), image)),
-                               1.0, rtol=1e-6)
-    np.testing.assert_allclose(float(metrics.ms_ssim_fusion(np.stack([image, image]), image,
-                                                            reduce="sum")), 2.0, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.ms_ssim_fusion(np.stack([image, image]), image)), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        float(metrics.ms_ssim_fusion(np.stack([image, image]), image, reduce="sum")), 2.0, rtol=1e-6
+    )
 
 
 def test_scd_of_the_sum_is_two(image_set):
     sources, _ = image_set
-    np.testing.assert_allclose(float(metrics.scd(sources, sources[0] + sources[1])), 2.0,
-                               rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.scd(sources, sources[0] + sources[1])), 2.0, rtol=1e-5)
 
 
 def test_fusion_psnr_analytic():
     a = _camera_set(SHAPE)[0][0]
     sources = np.stack([a + 3.0, a - 3.0])
-    np.testing.assert_allclose(float(metrics.psnr_fusion(sources, a)),
-                               10 * math.log10(255 ** 2 / 9), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.psnr_fusion(sources, a)), 10 * math.log10(255**2 / 9), rtol=1e-6)
 
 
 def test_reference_metrics():
     reference = _camera_set(SHAPE)[0][0]
     fused = np.clip(reference + 3.0, 0, 255)
     assert float(metrics.mae(reference + 3.0, reference)) == pytest.approx(3.0, rel=1e-6)
-    np.testing.assert_allclose(float(metrics.psnr(fused, reference)),
-                               skimage.metrics.peak_signal_noise_ratio(reference, fused,
-                                                                       data_range=255),
-                               rtol=1e-6)
-    np.testing.assert_allclose(float(metrics.ssim(fused, reference)), ref_ssim(fused, reference),
-                               rtol=RTOL)
+    np.testing.assert_allclose(
+        float(metrics.psnr(fused, reference)),
+        skimage.metrics.peak_signal_noise_ratio(reference, fused, data_range=255),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(float(metrics.ssim(fused, reference)), ref_ssim(fused, reference), rtol=RTOL)
     assert float(metrics.ssim(reference, reference)) == pytest.approx(1.0, abs=1e-6)
     assert float(metrics.psnr(reference, reference)) == math.inf
 
@@ -603,8 +619,13 @@ def test_min_max_stretch_rounds_exact_ties_up():
     sources = _random_set(SHAPE, seed=12)[0]
     assert ref_normalize1(fused)[3, 3] == 128
     for name, ref in (("NMI", ref_nmi), ("Qcb", ref_qcb)):
-        np.testing.assert_allclose(float(metrics.NO_REFERENCE_METRICS[name](sources, fused)),
-                                   ref(sources, fused), rtol=RTOL, atol=ATOL, err_msg=name)
+        np.testing.assert_allclose(
+            float(metrics.NO_REFERENCE_METRICS[name](sources, fused)),
+            ref(sources, fused),
+            rtol=RTOL,
+            atol=ATOL,
+            err_msg=name,
+        )
 
 
 def test_qabf_is_scale_free_and_the_matlab_branch_is_not(image_set):
@@ -613,12 +634,10 @@ def test_qabf_is_scale_free_and_the_matlab_branch_is_not(image_set):
     on_255 = float(metrics.qabf(sources, fused))
     # Dividing by 256 is exact in floating point, so ties and sx == 0 survive the scaling
     # (with /255 rounding moves some of them, a ~1e-4 effect).
-    np.testing.assert_allclose(float(metrics.qabf(sources / 256, fused / 256)), on_255,
-                               rtol=1e-6)
+    np.testing.assert_allclose(float(metrics.qabf(sources / 256, fused / 256)), on_255, rtol=1e-6)
     # The MATLAB branch on a 0-1 scale scores every tie with G = g_F < 1: lower values.
     matlab_unit = float(metrics.qabf(sources / 256, fused / 256, matlab_ties=True))
-    np.testing.assert_allclose(matlab_unit, ref_qabf(sources / 256, fused / 256, True),
-                               rtol=RTOL)
+    np.testing.assert_allclose(matlab_unit, ref_qabf(sources / 256, fused / 256, True), rtol=RTOL)
     assert matlab_unit < on_255
 
 
@@ -627,8 +646,8 @@ def test_qabf_is_scale_free_and_the_matlab_branch_is_not(image_set):
 
 def test_batched_equals_unbatched():
     batch = [_random_set(SHAPE, seed=3), _camera_set(SHAPE)]
-    sources = np.stack([s for s, _ in batch], axis=1)   # (N, B, H, W)
-    fused = np.stack([f for _, f in batch])             # (B, H, W)
+    sources = np.stack([s for s, _ in batch], axis=1)  # (N, B, H, W)
+    fused = np.stack([f for _, f in batch])  # (B, H, W)
     for name, metric in metrics.NO_REFERENCE_METRICS.items():
         if not metric.applies_to(2, *SHAPE):
             continue
@@ -649,9 +668,9 @@ def test_batched_ms_ssim_and_reference_metrics():
     np.testing.assert_allclose(batched, single, rtol=1e-6)
     reference = sources[0]
     for fn in (metrics.psnr, metrics.ssim, metrics.mae):
-        np.testing.assert_allclose(np.asarray(fn(fused, reference)),
-                                   [float(fn(f, r)) for f, r in zip(fused, reference)],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(fn(fused, reference)), [float(fn(f, r)) for f, r in zip(fused, reference)], rtol=1e-6
+        )
 
 
 # ------------------------------------------------------------------------------ errors
@@ -713,14 +732,12 @@ def test_evaluate_defaults_skip_what_does_not_apply():
     assert result["MAE_ref"] == 0.0
     three = metrics.evaluate(np.concatenate([sources, sources[:1]]), fused)
     assert math.isnan(three["SCD"]) and math.isnan(three["Qy"])
-    np.testing.assert_allclose(three["MI"], ref_mi(np.concatenate([sources, sources[:1]]),
-                                                   fused), rtol=RTOL)
+    np.testing.assert_allclose(three["MI"], ref_mi(np.concatenate([sources, sources[:1]]), fused), rtol=RTOL)
     subset = metrics.evaluate(sources, fused, names=["EN", "Qy"])
     assert list(subset) == ["EN", "Qy"]
 
 
 def test_colour_is_evaluated_on_luminance():
-    import cv2
 
     rng = np.random.default_rng(7)
     rgb = [rng.integers(0, 256, SHAPE + (3,), dtype=np.uint8) for _ in range(3)]
@@ -728,7 +745,10 @@ def test_colour_is_evaluated_on_luminance():
     from_rgb = metrics.evaluate(rgb[:2], rgb[2], names=["EN", "MI", "Qabf"])
     from_gray = metrics.evaluate(grays[:2], grays[2], names=["EN", "MI", "Qabf"])
     assert from_rgb == from_gray
-    np.testing.assert_allclose(np.asarray(metrics.luminance(rgb[0].astype(np.float32))),
-                               rgb[0].astype(np.float64) @ [0.299, 0.587, 0.114], rtol=1e-6)
-    sixteen = (grays[0].astype(np.uint16) * 257)
+    np.testing.assert_allclose(
+        np.asarray(metrics.luminance(rgb[0].astype(np.float32))),
+        rgb[0].astype(np.float64) @ [0.299, 0.587, 0.114],
+        rtol=1e-6,
+    )
+    sixteen = grays[0].astype(np.uint16) * 257
     np.testing.assert_array_equal(metrics.to_gray_255(sixteen), grays[0].astype(np.float32))

@@ -1,4 +1,4 @@
-"""IFCNN in JAX against the PyTorch reference (tests/torch_reference.py)."""
+"""IFCNN in JAX against the PyTorch reference (convert/torch_reference.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import pytest
 import torch
 from flax import nnx
 
+from convert.torch_reference import (
+    params_from_reference,
+    random_reference,
+    run_reference,
+)
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.model import IFCNN, load, model_from_params, new_ifcnn
-from tests.torch_reference import (params_from_reference,
-                                   random_reference, run_reference)
+from ifcnn_jax.io.checkpoints import save_params
+from ifcnn_jax.model import IFCNN, fuse_features, load, model_from_params, new_ifcnn
+
 
 @pytest.mark.parametrize("rule", ["max", "sum", "mean"])
 @pytest.mark.parametrize("num_sources", [2, 3, 4])
@@ -95,12 +100,13 @@ def test_jit_and_vmap_over_groups_agree_with_single_calls():
 def test_fuse_rules_are_elementwise_max_sum_mean():
     # With conv3/conv4 removed from the picture, the rules can be checked analytically:
     # the fused features must be the max / sum / mean of the per-source conv2 outputs.
-    from ifcnn_jax.model import fuse_features
 
     feats = np.random.default_rng(7).normal(size=(4, 2, 3, 5, 6)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(fuse_features(jnp.asarray(feats), "max")), feats.max(0))
     np.testing.assert_allclose(np.asarray(fuse_features(jnp.asarray(feats), "sum")), feats.sum(0), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(fuse_features(jnp.asarray(feats), "mean")), feats.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(fuse_features(jnp.asarray(feats), "mean")), feats.mean(0), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="unknown fuse rule"):
         fuse_features(jnp.asarray(feats), "median")
 
@@ -108,10 +114,10 @@ def test_fuse_rules_are_elementwise_max_sum_mean():
 def test_new_ifcnn_takes_conv1_from_a_checkpoint(converted_checkpoints):
     released = load(str(converted_checkpoints["max"]))
     fresh = new_ifcnn("sum", conv1_from=str(converted_checkpoints["max"]), seed=3)
-    np.testing.assert_array_equal(np.asarray(fresh.conv1.kernel[...]),
-                                  np.asarray(released.conv1.kernel[...]))
-    assert not np.allclose(np.asarray(fresh.conv2.conv.kernel[...]),
-                           np.asarray(released.conv2.conv.kernel[...]))
+    np.testing.assert_array_equal(np.asarray(fresh.conv1.kernel[...]), np.asarray(released.conv1.kernel[...]))
+    assert not np.allclose(
+        np.asarray(fresh.conv2.conv.kernel[...]), np.asarray(released.conv2.conv.kernel[...])
+    )
     assert fresh.fuse_rule == "sum"
 
 
@@ -121,7 +127,6 @@ def test_load_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(IFCNNError, match="not an ifcnn-jax checkpoint"):
         load(str(tmp_path / "empty"))
-    from ifcnn_jax.checkpoints import save_params
 
     save_params(tmp_path / "other", {"w": np.zeros(2, np.float32)}, {"kind": "resnet101"})
     with pytest.raises(IFCNNError, match="not an IFCNN model"):

@@ -12,9 +12,13 @@ from PIL import Image
 import ifcnn_jax
 from ifcnn_jax import recipes
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.image_io import read_image
+from ifcnn_jax.io.images import read_image
 from tests.conftest import release_dir_or_skip
-from tests.reference_recipes import _network_to_uint8, reference_exposure_recipe, reference_pair_recipe
+from tests.reference_recipes import (
+    _network_to_uint8,
+    reference_exposure_recipe,
+    reference_pair_recipe,
+)
 
 
 def _release_groups():
@@ -29,13 +33,20 @@ def _release_groups():
     for a in sorted(cmf.glob("lytro-*-A.jpg")):
         groups.append((a.stem[:-2], "multifocus", [a, a.with_name(a.name.replace("-A.", "-B."))]))
     for a in sorted((cmf / "Triple Series").glob("lytro-*-A.jpg")):
-        groups.append((f"triple-{a.stem[:-2]}", "multifocus",
-                       [a.with_name(a.name.replace("-A.", f"-{s}.")) for s in "ABC"]))
+        groups.append(
+            (
+                f"triple-{a.stem[:-2]}",
+                "multifocus",
+                [a.with_name(a.name.replace("-A.", f"-{s}.")) for s in "ABC"],
+            )
+        )
     for vis in sorted((datasets / "IVDataset").glob("*_Vis.png")):
         groups.append((vis.stem[:-4], "infrared", [vis, vis.with_name(vis.name.replace("_Vis", "_IR"))]))
     md = datasets / "MDDataset"
     for first in sorted(md.glob("c*_1.tif")):
-        groups.append((first.stem[:-2], "medical", [first, first.with_name(first.name.replace("_1.", "_2."))]))
+        groups.append(
+            (first.stem[:-2], "medical", [first, first.with_name(first.name.replace("_1.", "_2."))])
+        )
     groups.append(("010-gray", "medical", sorted(p for p in md.glob("010_*.tif") if "SPECT" not in p.name)))
     for seq in sorted(p for p in (datasets / "MEDataset").iterdir() if p.is_dir()):
         groups.append((f"ME-{seq.name}", "exposure", sorted(seq.glob("*.jpg"))))
@@ -49,8 +60,12 @@ def _agreement(ours: np.ndarray, expected: np.ndarray) -> tuple[float, int]:
 
 
 def _network_input_lumas(images):
-    return [torch.from_numpy(recipes.pil_rgb_to_ycbcr(im)[..., 0].astype(np.float32) / np.float32(255))
-            [None].repeat(3, 1, 1) for im in images]
+    return [
+        torch.from_numpy(recipes.pil_rgb_to_ycbcr(im)[..., 0].astype(np.float32) / np.float32(255))[
+            None
+        ].repeat(3, 1, 1)
+        for im in images
+    ]
 
 
 @pytest.mark.parametrize("task, paths", _release_groups())
@@ -68,8 +83,10 @@ def test_recipe_matches_the_demo_on_release_images(released_models, task, paths)
         expected = reference_exposure_recipe(reference, images)
         # Stage 1, the network: our fused Y against PyTorch's, before enhancement.
         lumas = [recipes.pil_rgb_to_ycbcr(im)[..., 0] for im in images]
-        ours_rgb = recipes._quantise(recipes._run_network(
-            ours_model, lumas, recipes.IDENTITY_MEAN, recipes.IDENTITY_STD, None), "uint8")
+        ours_rgb = recipes._quantise(
+            recipes._run_network(ours_model, lumas, recipes.IDENTITY_MEAN, recipes.IDENTITY_STD, None),
+            "uint8",
+        )
         reference_rgb = _network_to_uint8(reference, _network_input_lumas(images), [0, 0, 0], [1, 1, 1])
         identical, worst = _agreement(ours_rgb, reference_rgb)
         assert identical >= 0.999 and worst <= 1
@@ -78,8 +95,9 @@ def test_recipe_matches_the_demo_on_release_images(released_models, task, paths)
         ycbcr = np.stack([recipes.pil_rgb_to_ycbcr(im) for im in images])
         np.testing.assert_array_equal(recipes.finish_exposure(reference_rgb, ycbcr), expected)
         # And the public entry point is exactly those two stages.
-        np.testing.assert_array_equal(ifcnn_jax.fuse(ours_model, images, task),
-                                      recipes.finish_exposure(ours_rgb, ycbcr))
+        np.testing.assert_array_equal(
+            ifcnn_jax.fuse(ours_model, images, task), recipes.finish_exposure(ours_rgb, ycbcr)
+        )
         return
     ours_model, reference = released_models["max"]
     ours = ifcnn_jax.fuse(ours_model, images, task)
@@ -182,23 +200,35 @@ def _tiny(shape, value=100, dtype=np.uint8):
     return np.full(shape, value, dtype)
 
 
-@pytest.mark.parametrize("images, task, message", [
-    ([_tiny((8, 8, 3))], "multifocus", "at least 2 sources"),
-    ([_tiny((8, 8)), _tiny((8, 9))], "medical", r"differ in size: a is 8x8, b is 9x8"),
-    ([np.dstack([_tiny((8, 8), 10), _tiny((8, 8), 20), _tiny((8, 8), 30)]), _tiny((8, 8))],
-     "multifocus", "all colour or all gray; gray: b"),
-    ([np.dstack([_tiny((8, 8), 10), _tiny((8, 8), 20), _tiny((8, 8), 30)]), _tiny((8, 8))],
-     "exposure", "all colour or all gray; gray: b"),
-    ([np.dstack([_tiny((8, 8), 10), _tiny((8, 8), 20), _tiny((8, 8), 30)])] * 2,
-     "infrared", "at most one colour source"),
-    ([_tiny((8, 8), dtype=np.int32)] * 2, "medical", "unsupported sample type"),
-    ([np.full((8, 8), 2.0)] * 2, "medical", r"finite values in \[0, 1\]"),
-    ([_tiny((8, 8, 5))] * 2, "medical", "expected an"),
-    ([_tiny((8, 8))] * 2, "panorama", "unknown task"),
-])
+@pytest.mark.parametrize(
+    "images, task, message",
+    [
+        ([_tiny((8, 8, 3))], "multifocus", "at least 2 sources"),
+        ([_tiny((8, 8)), _tiny((8, 9))], "medical", r"differ in size: a is 8x8, b is 9x8"),
+        (
+            [np.dstack([_tiny((8, 8), 10), _tiny((8, 8), 20), _tiny((8, 8), 30)]), _tiny((8, 8))],
+            "multifocus",
+            "all colour or all gray; gray: b",
+        ),
+        (
+            [np.dstack([_tiny((8, 8), 10), _tiny((8, 8), 20), _tiny((8, 8), 30)]), _tiny((8, 8))],
+            "exposure",
+            "all colour or all gray; gray: b",
+        ),
+        (
+            [np.dstack([_tiny((8, 8), 10), _tiny((8, 8), 20), _tiny((8, 8), 30)])] * 2,
+            "infrared",
+            "at most one colour source",
+        ),
+        ([_tiny((8, 8), dtype=np.int32)] * 2, "medical", "unsupported sample type"),
+        ([np.full((8, 8), 2.0)] * 2, "medical", r"finite values in \[0, 1\]"),
+        ([_tiny((8, 8, 5))] * 2, "medical", "expected an"),
+        ([_tiny((8, 8))] * 2, "panorama", "unknown task"),
+    ],
+)
 def test_bad_input_is_a_clear_error(images, task, message):
     model = ifcnn_jax.new_ifcnn("max")
     model.eval()
-    names = ["a", "b"][:len(images)]
+    names = ["a", "b"][: len(images)]
     with pytest.raises(IFCNNError, match=message):
         ifcnn_jax.fuse(model, images, task, names=names)

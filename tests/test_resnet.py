@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ifcnn_jax.checkpoints import save_params
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.checkpoints import load_params, save_params
+from ifcnn_jax.model import new_ifcnn
 from ifcnn_jax.resnet import TAPS, load_resnet101, resnet101_from_params
 from tests import torch_resnet
 
@@ -29,8 +30,7 @@ def test_tap_names_in_network_order():
 def test_every_tap_matches_torchvision():
     images = np.random.default_rng(3).normal(size=(2, 97, 131, 3)).astype(np.float32)
     with torch.no_grad():
-        reference = {k: v.permute(0, 2, 3, 1).numpy()
-                     for k, v in torch_resnet.torch_features(images).items()}
+        reference = {k: v.permute(0, 2, 3, 1).numpy() for k, v in torch_resnet.torch_features(images).items()}
     resnet = torch_resnet.loaded_resnet101()
     ours = resnet(jnp.asarray(images), taps=TAPS)
     assert set(ours) == set(TAPS)
@@ -77,7 +77,6 @@ def test_rejects_unknown_tap_and_bad_shape():
 
 
 def test_ifcnn_from_converted_resnet_has_exactly_its_conv1():
-    from ifcnn_jax.model import new_ifcnn
 
     ckpt_dir, _ = torch_resnet.converted_checkpoint()
     model = new_ifcnn("max", conv1_from=str(ckpt_dir))
@@ -86,8 +85,11 @@ def test_ifcnn_from_converted_resnet_has_exactly_its_conv1():
 
 
 def test_load_rejects_other_checkpoint_kinds(tmp_path):
-    save_params(tmp_path / "ifcnn", {"conv1": {"kernel": np.zeros((7, 7, 3, 64), np.float32)}},
-                {"kind": "ifcnn", "fuse_rule": "max"})
+    save_params(
+        tmp_path / "ifcnn",
+        {"conv1": {"kernel": np.zeros((7, 7, 3, 64), np.float32)}},
+        {"kind": "ifcnn", "fuse_rule": "max"},
+    )
     with pytest.raises(IFCNNError, match="not a ResNet-101"):
         load_resnet101(tmp_path / "ifcnn")
     with pytest.raises(IFCNNError, match="no such checkpoint"):
@@ -95,7 +97,6 @@ def test_load_rejects_other_checkpoint_kinds(tmp_path):
 
 
 def test_params_tree_mismatch_is_named():
-    from ifcnn_jax.checkpoints import load_params
 
     params, _ = load_params(torch_resnet.converted_checkpoint()[0])
     del params["layer3"]["7"]["bn2"]["var"]

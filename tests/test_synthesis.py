@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from ifcnn_jax import synthesis
+from ifcnn_jax.data import synthesis
 from ifcnn_jax.errors import IFCNNError
 
 
@@ -14,7 +15,7 @@ def paper_kernel(radius: int) -> np.ndarray:
     """Eq. (4) as corrected in the authors' README, written out independently."""
     ksize = 2 * radius + 1
     sigma = 0.6 * (ksize - 1) + 0.8
-    values = np.array([np.exp(-((i - (ksize - 1) / 2) ** 2) / (2 * sigma ** 2)) for i in range(ksize)])
+    values = np.array([np.exp(-((i - (ksize - 1) / 2) ** 2) / (2 * sigma**2)) for i in range(ksize)])
     return values / values.sum()
 
 
@@ -22,8 +23,9 @@ def reference_blur(image: np.ndarray, radius: int) -> np.ndarray:
     """2-D convolution with the outer-product kernel; 'mirror' = reflect without edge repeat."""
     kernel2d = np.outer(paper_kernel(radius), paper_kernel(radius))
     image = np.asarray(image, np.float64)
-    return np.stack([ndimage.convolve(image[..., c], kernel2d, mode="mirror")
-                     for c in range(image.shape[-1])], axis=-1)
+    return np.stack(
+        [ndimage.convolve(image[..., c], kernel2d, mode="mirror") for c in range(image.shape[-1])], axis=-1
+    )
 
 
 def random_photo(rng: np.random.Generator, height: int = 40, width: int = 56) -> np.ndarray:
@@ -40,7 +42,6 @@ def test_kernel_matches_corrected_eq4_and_sums_to_one(radius):
 
 
 def test_kernel_is_not_opencv_default_sigma():
-    import cv2
 
     # OpenCV's default sigma for ksize 5 is 0.3 * ((5 - 1) * 0.5 - 1) + 0.8 = 1.1; the paper's is 3.2.
     default = cv2.getGaussianKernel(5, 0).ravel()
@@ -57,10 +58,11 @@ def test_ground_truth_is_the_sharp_crop():
     photo = random_photo(np.random.default_rng(0), 50, 70)
     seen_flip = set()
     for seed in range(8):
-        example = synthesis.synthesize_example(photo, rng=np.random.default_rng(seed), crop_size=24,
-                                               radius_range=(1, 4))
+        example = synthesis.synthesize_example(
+            photo, rng=np.random.default_rng(seed), crop_size=24, radius_range=(1, 4)
+        )
         top, left, h, w = example.box
-        crop = photo[top:top + h, left:left + w].astype(np.float32)
+        crop = photo[top : top + h, left : left + w].astype(np.float32)
         expected = crop[:, ::-1] if example.flipped else crop
         np.testing.assert_array_equal(example.target, expected)
         assert example.target.dtype == np.float32
@@ -68,22 +70,29 @@ def test_ground_truth_is_the_sharp_crop():
     assert seen_flip == {True, False}
 
 
-@pytest.mark.parametrize("num_sources,focus_map", [(2, "smooth"), (2, "shapes"), (2, "depth"),
-                                                    (3, "smooth"), (3, "depth")])
+@pytest.mark.parametrize(
+    "num_sources,focus_map", [(2, "smooth"), (2, "shapes"), (2, "depth"), (3, "smooth"), (3, "depth")]
+)
 def test_each_source_is_blurred_exactly_outside_its_focus_region(num_sources, focus_map):
     rng = np.random.default_rng(7)
     photo = random_photo(rng, 60, 80)
     depth = np.add.outer(np.linspace(1, 5, 60), np.linspace(0, 2, 80)) + rng.uniform(0, 0.1, (60, 80))
-    example = synthesis.synthesize_example(photo, depth if focus_map == "depth" else None,
-                                           rng=np.random.default_rng(3), crop_size=32,
-                                           num_sources=num_sources, radius_range=(2, 5),
-                                           focus_map=focus_map, flip=False)
+    example = synthesis.synthesize_example(
+        photo,
+        depth if focus_map == "depth" else None,
+        rng=np.random.default_rng(3),
+        crop_size=32,
+        num_sources=num_sources,
+        radius_range=(2, 5),
+        focus_map=focus_map,
+        flip=False,
+    )
     top, left, h, w = example.box
     assert example.sources.shape == (num_sources, 32, 32, 3)
     assert set(np.unique(example.labels)) <= set(range(num_sources))
     for k in range(num_sources):
         # The blur of the whole photo, cropped: the synthesis must see real context.
-        blurred = reference_blur(photo, example.radii[k])[top:top + h, left:left + w]
+        blurred = reference_blur(photo, example.radii[k])[top : top + h, left : left + w]
         in_focus = example.labels == k
         np.testing.assert_array_equal(example.sources[k][in_focus], example.target[in_focus])
         np.testing.assert_allclose(example.sources[k][~in_focus], blurred[~in_focus], atol=2e-3)
@@ -133,14 +142,17 @@ def test_gray_and_rgba_photos_become_rgb():
     assert synthesis.to_rgb(rgba).shape == (8, 8, 3)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"crop_size": 100}, "smaller than the crop size"),
-    ({"num_sources": 1}, "num_sources"),
-    ({"radius_range": (0, 3)}, "radius_range"),
-    ({"radius_range": (5, 3)}, "radius_range"),
-    ({"focus_map": "depth"}, "needs a depth map"),
-    ({"focus_map": "stripes"}, "unknown focus map"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"crop_size": 100}, "smaller than the crop size"),
+        ({"num_sources": 1}, "num_sources"),
+        ({"radius_range": (0, 3)}, "radius_range"),
+        ({"radius_range": (5, 3)}, "radius_range"),
+        ({"focus_map": "depth"}, "needs a depth map"),
+        ({"focus_map": "stripes"}, "unknown focus map"),
+    ],
+)
 def test_bad_arguments_raise_clear_errors(kwargs, message):
     photo = random_photo(np.random.default_rng(0))
     with pytest.raises(IFCNNError, match=message):

@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.image_io import write_image
-from ifcnn_jax.testsets import (ImageGroup, find_groups, fused_image_path, natural_key,
-                                read_manifest)
+from ifcnn_jax.io.images import write_image
+from ifcnn_jax.io.testsets import (
+    ImageGroup,
+    find_groups,
+    fused_image_path,
+    natural_key,
+    read_manifest,
+)
 
 
 def _touch_images(folder: Path, *names: str) -> list[Path]:
@@ -29,32 +34,49 @@ def _touch_images(folder: Path, *names: str) -> list[Path]:
 
 def test_release_datasets(release_dir):
     image_set = find_groups(release_dir / "datasets")
-    by_collection = {c: [g for g in image_set.groups if g.collection == c]
-                     for c in image_set.collections()}
-    assert list(by_collection) == ["CMFDataset", "CMFDataset/Triple Series", "IVDataset",
-                                   "MDDataset", "MEDataset"]
+    by_collection = {c: [g for g in image_set.groups if g.collection == c] for c in image_set.collections()}
+    assert list(by_collection) == [
+        "CMFDataset",
+        "CMFDataset/Triple Series",
+        "IVDataset",
+        "MDDataset",
+        "MEDataset",
+    ]
     lytro = by_collection["CMFDataset"]
     assert [g.name for g in lytro] == [f"CMFDataset/lytro-{i:02d}" for i in range(1, 21)]
-    assert all(g.task == "multifocus" and [p.name for p in g.sources]
-               == [g.name[-8:] + "-A.jpg", g.name[-8:] + "-B.jpg"] for g in lytro)
+    assert all(
+        g.task == "multifocus"
+        and [p.name for p in g.sources] == [g.name[-8:] + "-A.jpg", g.name[-8:] + "-B.jpg"]
+        for g in lytro
+    )
     triples = by_collection["CMFDataset/Triple Series"]
-    assert [g.name for g in triples] == [f"CMFDataset/Triple Series/lytro-0{i}"
-                                         for i in range(1, 5)]
+    assert [g.name for g in triples] == [f"CMFDataset/Triple Series/lytro-0{i}" for i in range(1, 5)]
     assert all(len(g.sources) == 3 and g.task == "multifocus" for g in triples)
     infrared = by_collection["IVDataset"]
     assert len(infrared) == 14
-    assert all(g.task == "infrared" and g.sources[0].name.endswith("_Vis.png")
-               and g.sources[1].name.endswith("_IR.png") for g in infrared)
+    assert all(
+        g.task == "infrared"
+        and g.sources[0].name.endswith("_Vis.png")
+        and g.sources[1].name.endswith("_IR.png")
+        for g in infrared
+    )
     medical = by_collection["MDDataset"]
     assert [g.name for g in medical] == [f"MDDataset/c0{i}" for i in range(1, 9)]
-    assert all(g.task == "medical" and [p.name[-6:] for p in g.sources] == ["_1.tif", "_2.tif"]
-               for g in medical)
+    assert all(
+        g.task == "medical" and [p.name[-6:] for p in g.sources] == ["_1.tif", "_2.tif"] for g in medical
+    )
     assert sorted(p.name for p in image_set.skipped) == sorted(
-        p.name for p in (release_dir / "datasets" / "MDDataset").glob("010_*"))
+        p.name for p in (release_dir / "datasets" / "MDDataset").glob("010_*")
+    )
     exposure = {g.name: [p.name for p in g.sources] for g in by_collection["MEDataset"]}
     assert {k: len(v) for k, v in exposure.items()} == {
-        "MEDataset/chair": 5, "MEDataset/door": 5, "MEDataset/garage": 6, "MEDataset/house": 4,
-        "MEDataset/igloo": 6, "MEDataset/window": 5}
+        "MEDataset/chair": 5,
+        "MEDataset/door": 5,
+        "MEDataset/garage": 6,
+        "MEDataset/house": 4,
+        "MEDataset/igloo": 6,
+        "MEDataset/window": 5,
+    }
     assert exposure["MEDataset/chair"] == [f"chairs{i}.jpg" for i in range(1, 6)]
     assert all(g.task == "exposure" for g in by_collection["MEDataset"])
 
@@ -70,8 +92,18 @@ def test_release_subfolders_keep_their_task(release_dir):
 
 
 def test_generic_folder_patterns(tmp_path):
-    _touch_images(tmp_path, "x-A.png", "x-B.png", "x-C.png", "road_IR.png", "road_Vis.png",
-                  "scan_2.tif", "scan_1.tif", "scan_10.tif", "notes.png")
+    _touch_images(
+        tmp_path,
+        "x-A.png",
+        "x-B.png",
+        "x-C.png",
+        "road_IR.png",
+        "road_Vis.png",
+        "scan_2.tif",
+        "scan_1.tif",
+        "scan_10.tif",
+        "notes.png",
+    )
     (tmp_path / "readme.txt").write_text("not an image")
     _touch_images(tmp_path / "seq", "img10.jpg", "img2.jpg", "img1.jpg")
     image_set = find_groups(tmp_path)
@@ -135,13 +167,18 @@ def test_csv_manifest(tmp_path):
         "name,task,source1,source2,source3,fused,reference\n"
         "first,multifocus,img/a.png,img/b.png,img/c.png,img/f.png,img/gt.png\n"
         ",,img/b.png,img/c.png,,,\n"
-        "\n")
+        "\n"
+    )
     image_set = find_groups(tmp_path)  # the folder's manifest.csv wins over its images
     first, second = image_set.groups
-    assert first == ImageGroup("first", tuple(tmp_path / "img" / n for n in ("a.png", "b.png",
-                                                                              "c.png")),
-                               "multifocus", "", tmp_path / "img" / "f.png",
-                               tmp_path / "img" / "gt.png")
+    assert first == ImageGroup(
+        "first",
+        tuple(tmp_path / "img" / n for n in ("a.png", "b.png", "c.png")),
+        "multifocus",
+        "",
+        tmp_path / "img" / "f.png",
+        tmp_path / "img" / "gt.png",
+    )
     assert second.name == "b" and len(second.sources) == 2 and second.task is None
     assert second.fused is None and second.reference is None
     assert read_manifest(tmp_path / "manifest.csv", task="medical").groups[1].task == "medical"
@@ -149,9 +186,11 @@ def test_csv_manifest(tmp_path):
 
 def test_json_manifest(tmp_path):
     _touch_images(tmp_path, "a.png", "b.png", "f.png")
-    (tmp_path / "set.json").write_text(json.dumps(
-        {"groups": [{"name": "g", "task": "infrared", "sources": ["a.png", "b.png"],
-                     "fused": "f.png"}]}))
+    (tmp_path / "set.json").write_text(
+        json.dumps(
+            {"groups": [{"name": "g", "task": "infrared", "sources": ["a.png", "b.png"], "fused": "f.png"}]}
+        )
+    )
     (group,) = find_groups(tmp_path / "set.json").groups
     assert group.sources == (tmp_path / "a.png", tmp_path / "b.png")
     assert group.fused == tmp_path / "f.png" and group.task == "infrared"
@@ -159,16 +198,19 @@ def test_json_manifest(tmp_path):
     assert find_groups(tmp_path / "list.json").groups[0].name == "a"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("name,source1,source2\ng,a.png,missing.png\n", r"line 2: .*missing\.png: no such file"),
-    ("name,source1\ng,a.png\n", "at least two source columns"),
-    ("name,source1,source2,colour\ng,a.png,b.png,red\n", "unknown columns colour"),
-    ("name,source1,source2\ng,a.png,\n", "line 2: a group needs at least 2 sources"),
-    ("name,source1,source2\ng,a.png,b.png\ng,b.png,a.png\n", "line 3: group name 'g' already"),
-    ("name,task,source1,source2\ng,fusion,a.png,b.png\n", "unknown task 'fusion'"),
-    ("name,source1,source2\n", "lists no groups"),
-    ("name,source1,source2\ng,a.png,b.png,extra,cells\n", "5 cells but the header has 3"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name,source1,source2\ng,a.png,missing.png\n", r"line 2: .*missing\.png: no such file"),
+        ("name,source1\ng,a.png\n", "at least two source columns"),
+        ("name,source1,source2,colour\ng,a.png,b.png,red\n", "unknown columns colour"),
+        ("name,source1,source2\ng,a.png,\n", "line 2: a group needs at least 2 sources"),
+        ("name,source1,source2\ng,a.png,b.png\ng,b.png,a.png\n", "line 3: group name 'g' already"),
+        ("name,task,source1,source2\ng,fusion,a.png,b.png\n", "unknown task 'fusion'"),
+        ("name,source1,source2\n", "lists no groups"),
+        ("name,source1,source2\ng,a.png,b.png,extra,cells\n", "5 cells but the header has 3"),
+    ],
+)
 def test_csv_manifest_errors(tmp_path, text, message):
     _touch_images(tmp_path, "a.png", "b.png")
     (tmp_path / "m.csv").write_text(text)
@@ -176,13 +218,16 @@ def test_csv_manifest_errors(tmp_path, text, message):
         find_groups(tmp_path / "m.csv")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not a readable JSON manifest"),
-    ('{"groups": {"a": 1}}', "expected"),
-    ('[{"sources": "a.png"}]', "must be a list of paths"),
-    ('[{"sources": ["a.png", "b.png"], "colour": 1}]', "unknown keys colour"),
-    ('[{"sources": ["a.png", 3]}]', "paths must be strings"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not a readable JSON manifest"),
+        ('{"groups": {"a": 1}}', "expected"),
+        ('[{"sources": "a.png"}]', "must be a list of paths"),
+        ('[{"sources": ["a.png", "b.png"], "colour": 1}]', "unknown keys colour"),
+        ('[{"sources": ["a.png", 3]}]', "paths must be strings"),
+    ],
+)
 def test_json_manifest_errors(tmp_path, text, message):
     _touch_images(tmp_path, "a.png", "b.png")
     (tmp_path / "m.json").write_text(text)

@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from convert.torch_reference import load_reference, run_reference
 from ifcnn_jax import recipes
 from ifcnn_jax.inference import forward
 from ifcnn_jax.model import load
 from ifcnn_jax.tiling import HALO, extract_window, tile_starts, tiled_apply
 from tests.helpers import max_abs_diff, random_sources
-from tests.torch_reference import load_reference, run_reference
 
 EXACT = 1e-5  # tiled vs untiled, float32
 
@@ -29,6 +29,7 @@ def mean_model(converted_checkpoints):
 
 # ------------------------------------------------------------------ layout and windows
 
+
 @pytest.mark.parametrize("length,tile", [(23, 10), (23, 23), (23, 40), (20, 5), (7, 1), (1, 4)])
 def test_tile_starts_cover_the_image_with_equal_tiles(length, tile):
     starts = tile_starts(length, tile)
@@ -36,19 +37,20 @@ def test_tile_starts_cover_the_image_with_equal_tiles(length, tile):
     covered = np.zeros(length, int)
     for start in starts:
         assert 0 <= start and start + size <= length
-        covered[start:start + size] += 1
+        covered[start : start + size] += 1
     assert covered.min() == 1  # every pixel in some tile
     assert len(starts) == -(-length // size)  # no more tiles than needed
     assert starts == sorted(set(starts))
 
 
 @pytest.mark.parametrize("as_jax", [False, True])
-@pytest.mark.parametrize("top,left,height,width", [(0, 0, 4, 6), (3, 7, 4, 6), (5, 10, 4, 6),
-                                                   (0, 0, 9, 16), (2, 0, 1, 1)])
+@pytest.mark.parametrize(
+    "top,left,height,width", [(0, 0, 4, 6), (3, 7, 4, 6), (5, 10, 4, 6), (0, 0, 9, 16), (2, 0, 1, 1)]
+)
 def test_windows_are_the_edge_padded_image_cut_out(as_jax, top, left, height, width):
     sources = random_sources(2, 2, 9, 16, seed=1)
     padded = np.pad(sources, ((0, 0), (0, 0), (HALO, HALO), (HALO, HALO), (0, 0)), mode="edge")
-    expected = padded[:, :, top:top + height + 2 * HALO, left:left + width + 2 * HALO]
+    expected = padded[:, :, top : top + height + 2 * HALO, left : left + width + 2 * HALO]
     got = extract_window(jnp.asarray(sources) if as_jax else sources, top, left, height, width)
     assert isinstance(got, np.ndarray) != as_jax
     np.testing.assert_array_equal(np.asarray(got), expected)
@@ -62,7 +64,7 @@ def test_tiled_apply_stitches_centres_in_place():
     def coordinates(window, origin, image_hw):
         h, w = window.shape[2] - 2 * HALO, window.shape[3] - 2 * HALO
         rows, cols = np.meshgrid(np.arange(h) + origin[0], np.arange(w) + origin[1], indexing="ij")
-        centre = window[0, :, HALO:HALO + h, HALO:HALO + w, 0]
+        centre = window[0, :, HALO : HALO + h, HALO : HALO + w, 0]
         return jnp.asarray(np.stack([rows, cols, centre[0]], -1)[None].astype(np.float32))
 
     out = np.asarray(tiled_apply(coordinates, sources, 5))
@@ -74,12 +76,16 @@ def test_tiled_apply_stitches_centres_in_place():
 
 # ------------------------------------------------------------------ the network, tiled
 
-@pytest.mark.parametrize("num_sources,batch,height,width,tile", [
-    (2, 1, 23, 37, 10),  # odd sizes, tiles that do not divide the image
-    (3, 1, 23, 37, 16),  # three sources
-    (2, 2, 19, 21, 4),   # tiles smaller than the halo, batch 2
-    (2, 1, 11, 30, 64),  # one tile larger than the image
-])
+
+@pytest.mark.parametrize(
+    "num_sources,batch,height,width,tile",
+    [
+        (2, 1, 23, 37, 10),  # odd sizes, tiles that do not divide the image
+        (3, 1, 23, 37, 16),  # three sources
+        (2, 2, 19, 21, 4),  # tiles smaller than the halo, batch 2
+        (2, 1, 11, 30, 64),  # one tile larger than the image
+    ],
+)
 def test_tiled_equals_untiled(max_model, num_sources, batch, height, width, tile):
     sources = random_sources(num_sources, batch, height, width, seed=height + tile)
     untiled = forward(max_model, sources, tile=0)
@@ -101,23 +107,24 @@ def test_naive_tiling_would_show_seams(max_model):
     naive = np.zeros_like(untiled)
     for top in (0, 10):
         for left in (0, 10):
-            part = sources[:, :, top:top + 10, left:left + 10]
-            naive[:, top:top + 10, left:left + 10] = np.asarray(forward(max_model, part, tile=0))
+            part = sources[:, :, top : top + 10, left : left + 10]
+            naive[:, top : top + 10, left : left + 10] = np.asarray(forward(max_model, part, tile=0))
     assert max_abs_diff(naive, untiled) > 1e-2
 
 
 # ------------------------------------------------------------------ every task recipe
 
+
 def _unit_images(count: int, height: int, width: int, colour: bool, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     shape = (height, width, 3) if colour else (height, width)
     base = rng.uniform(0.1, 0.9, size=shape)
-    return [np.clip(base + rng.normal(scale=0.15, size=shape), 0, 1).astype(np.float32)
-            for _ in range(count)]
+    return [np.clip(base + rng.normal(scale=0.15, size=shape), 0, 1).astype(np.float32) for _ in range(count)]
 
 
-@pytest.mark.parametrize("task,colour,count", [("multifocus", True, 2), ("infrared", False, 2),
-                                               ("medical", False, 3)])
+@pytest.mark.parametrize(
+    "task,colour,count", [("multifocus", True, 2), ("infrared", False, 2), ("medical", False, 3)]
+)
 def test_recipes_tiled_equal_untiled(max_model, task, colour, count):
     # Float sources give float results, so the network's agreement is visible directly.
     images = _unit_images(count, 23, 37, colour, seed=count)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import ifcnn_jax
+from ifcnn_jax.cli.fuse import main as fuse_main
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.fuse import main as fuse_main
-from ifcnn_jax.image_io import read_image, write_image
-from ifcnn_jax.torch_files import read_state_dict
+from ifcnn_jax.io.images import read_image, write_image
+from ifcnn_jax.io.torch_files import read_state_dict
 
 
 @pytest.mark.parametrize("name", ["IFCNN-MAX.pth", "IFCNN-SUM.pth", "IFCNN-MEAN.pth"])
@@ -33,8 +33,8 @@ def _awkward_state():
     base = torch.arange(60, dtype=torch.float32).reshape(3, 4, 5)
     return {
         "conv.weight": torch.randn(8, 3, 3, 3),
-        "transposed": base.permute(2, 0, 1),          # non-contiguous strides
-        "slice": base[1:, 2:],                        # storage offset, shared storage
+        "transposed": base.permute(2, 0, 1),  # non-contiguous strides
+        "slice": base[1:, 2:],  # storage offset, shared storage
         "float64": torch.randn(4, dtype=torch.float64),
         "half": torch.randn(5).half(),
         "int64": torch.arange(7),
@@ -69,11 +69,14 @@ def test_refuses_code_in_the_pickle(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "no such file"),
-    (b"plain text", "not a PyTorch state dict"),
-    ("list", "not a state dict of tensors"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        (b"plain text", "not a PyTorch state dict"),
+        ("list", "not a state dict of tensors"),
+    ],
+)
 def test_bad_files(tmp_path, content, message):
     path = tmp_path / "x.pth"
     if content == "list":
@@ -97,9 +100,24 @@ def test_load_and_fuse_straight_from_a_release_file(release_dir, converted_check
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The command line takes the snapshots folder and picks the task's model (MEAN here).
     ivd = release_dir / "datasets" / "IVDataset"
-    srcs = [write_image(tmp_path / f"{i}.png", read_image(ivd / n)[:40, :50])
-            for i, n in enumerate(["Camp_Vis.png", "Camp_IR.png"])]
-    assert fuse_main(["--task", "exposure", "--model", str(snapshots), *map(str, srcs),
-                      "-o", str(tmp_path / "f.png"), "-q"]) == 0
+    srcs = [
+        write_image(tmp_path / f"{i}.png", read_image(ivd / n)[:40, :50])
+        for i, n in enumerate(["Camp_Vis.png", "Camp_IR.png"])
+    ]
+    assert (
+        fuse_main(
+            [
+                "--task",
+                "exposure",
+                "--model",
+                str(snapshots),
+                *map(str, srcs),
+                "-o",
+                str(tmp_path / "f.png"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     expected = ifcnn_jax.fuse(converted, [read_image(p) for p in srcs], "exposure")
     np.testing.assert_array_equal(read_image(tmp_path / "f.png"), expected)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import io
 import pickle
+import pickletools
 import subprocess
 import sys
 import zipfile
@@ -22,7 +23,7 @@ import torch
 
 import ifcnn_jax
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.torch_files import read_state_dict
+from ifcnn_jax.io.torch_files import read_state_dict
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -53,7 +54,6 @@ def _legacy_records(data: bytes) -> list[tuple[int, int]]:
 
 
 def _skip_pickle(stream: io.BytesIO) -> None:
-    import pickletools
 
     for opcode, _arg, _pos in pickletools.genops(stream):
         if opcode.name == "STOP":
@@ -99,9 +99,23 @@ class TestTrojanedReleaseFiles:
         model.write_bytes(_trojan_legacy(released_max, 0, marker))
         pair = release_dir / "datasets" / "CMFDataset"
         result = subprocess.run(
-            [sys.executable, "-m", "ifcnn_jax.fuse", "--task", "multifocus", "--model", str(model),
-             str(pair / "lytro-01-A.jpg"), str(pair / "lytro-01-B.jpg"), "-o", str(tmp_path / "f.png")],
-            capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "ifcnn_jax.cli.fuse",
+                "--task",
+                "multifocus",
+                "--model",
+                str(model),
+                str(pair / "lytro-01-A.jpg"),
+                str(pair / "lytro-01-B.jpg"),
+                "-o",
+                str(tmp_path / "f.png"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 2
         assert result.stderr.strip().count("\n") == 0 and str(model) in result.stderr
         assert not marker.exists() and not (tmp_path / "f.png").exists()
@@ -158,44 +172,57 @@ _TWELVE = np.arange(12, dtype=np.float32)
 class TestTensorViews:
     def test_a_valid_strided_view_matches_numpy(self, tmp_path):
         storage = _Storage("0", 12)
-        path = _zip_file(tmp_path / "ok.pth", {"w": _View(storage, 1, (2, 3), (4, 1))},
-                         {"0": _TWELVE.tobytes()})
+        path = _zip_file(
+            tmp_path / "ok.pth", {"w": _View(storage, 1, (2, 3), (4, 1))}, {"0": _TWELVE.tobytes()}
+        )
         expected = np.array([[1, 2, 3], [5, 6, 7]], np.float32)  # storage[1 + 4i + j]
         np.testing.assert_array_equal(read_state_dict(path)["w"], expected)
 
-    @pytest.mark.parametrize("offset, size, stride, message", [
-        (0, (4, 4), (4, 1), "reaches past its storage"),      # 16 elements from 12
-        (11, (2,), (1,), "reaches past its storage"),         # ends one past the end
-        (0, (3, 4), (4, 1 << 40), "reaches past its storage"),  # huge stride
-        (-1, (2,), (1,), "offset"),
-        (0, (2, 2), (-1, 1), "negative"),
-        (0, (-2, 2), (1, 1), "negative"),
-        (0, (1 << 20, 1 << 20), (0, 0), "larger than its storage"),  # stride-0 blow-up
-        (0, (2, 2), (1,), "differ in length"),
-        (0, (2.5,), (1,), "not a tuple of integers"),
-        ("0", (2,), (1,), "offset"),
-    ])
+    @pytest.mark.parametrize(
+        "offset, size, stride, message",
+        [
+            (0, (4, 4), (4, 1), "reaches past its storage"),  # 16 elements from 12
+            (11, (2,), (1,), "reaches past its storage"),  # ends one past the end
+            (0, (3, 4), (4, 1 << 40), "reaches past its storage"),  # huge stride
+            (-1, (2,), (1,), "offset"),
+            (0, (2, 2), (-1, 1), "negative"),
+            (0, (-2, 2), (1, 1), "negative"),
+            (0, (1 << 20, 1 << 20), (0, 0), "larger than its storage"),  # stride-0 blow-up
+            (0, (2, 2), (1,), "differ in length"),
+            (0, (2.5,), (1,), "not a tuple of integers"),
+            ("0", (2,), (1,), "offset"),
+        ],
+    )
     def test_views_outside_the_storage_are_refused(self, tmp_path, offset, size, stride, message):
-        path = _zip_file(tmp_path / "bad.pth", {"w": _View(_Storage("0", 12), offset, size, stride)},
-                         {"0": _TWELVE.tobytes()})
+        path = _zip_file(
+            tmp_path / "bad.pth",
+            {"w": _View(_Storage("0", 12), offset, size, stride)},
+            {"0": _TWELVE.tobytes()},
+        )
         with pytest.raises(IFCNNError, match=message):
             read_state_dict(path)
 
     def test_a_storage_declared_larger_than_its_bytes_is_refused(self, tmp_path):
-        path = _zip_file(tmp_path / "short.pth", {"w": _View(_Storage("0", 13), 0, (13,), (1,))},
-                         {"0": _TWELVE.tobytes()})
+        path = _zip_file(
+            tmp_path / "short.pth", {"w": _View(_Storage("0", 13), 0, (13,), (1,))}, {"0": _TWELVE.tobytes()}
+        )
         with pytest.raises(IFCNNError, match="holds 48 bytes, expected 52"):
             read_state_dict(path)
 
     def test_a_storage_declaring_gigabytes_is_refused_before_allocating(self, tmp_path):
-        path = _zip_file(tmp_path / "huge.pth", {"w": _View(_Storage("0", 1 << 40), 0, (2,), (1,))},
-                         {"0": _TWELVE.tobytes()})
+        path = _zip_file(
+            tmp_path / "huge.pth",
+            {"w": _View(_Storage("0", 1 << 40), 0, (2,), (1,))},
+            {"0": _TWELVE.tobytes()},
+        )
         with pytest.raises(IFCNNError, match="declares"):
             read_state_dict(path)
 
     def test_one_storage_key_with_two_dtypes_is_refused(self, tmp_path):
-        views = {"a": _View(_Storage("0", 12), 0, (12,), (1,)),
-                 "b": _View(_Storage("0", 6, torch.DoubleStorage), 0, (6,), (1,))}
+        views = {
+            "a": _View(_Storage("0", 12), 0, (12,), (1,)),
+            "b": _View(_Storage("0", 6, torch.DoubleStorage), 0, (6,), (1,)),
+        }
         path = _zip_file(tmp_path / "alias.pth", views, {"0": _TWELVE.tobytes()})
         with pytest.raises(IFCNNError, match="two types or sizes"):
             read_state_dict(path)

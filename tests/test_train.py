@@ -11,18 +11,32 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+import tensorflow_datasets as tfds
+from flax import nnx
+from skimage.metrics import peak_signal_noise_ratio
 
-from ifcnn_jax.checkpoints import load_params
+import ifcnn_jax
+from ifcnn_jax.data.photos import SkimageCollection
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.inference import forward
+from ifcnn_jax.io.checkpoints import load_params, save_params
+from ifcnn_jax.io.images import write_image
+from ifcnn_jax.recipes import IMAGENET_MEAN, IMAGENET_STD
+from ifcnn_jax.resnet import ResNet101
+from train import checkpointing, input_pipeline
+from train import step as train_step
 from train import train as training
 from train.config_check import check_parallelism, validate_config
 from train.configs import default, demo
+from train.conv1_filters import dct_filter_bank
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,8 +71,10 @@ def tiny_config(**overrides):
 
 
 def cli_overrides(**overrides) -> list[str]:
-    return [f"--config.{k}={v!r}" if isinstance(v, tuple) else f"--config.{k}={v}"
-            for k, v in {**TINY, **overrides}.items()]
+    return [
+        f"--config.{k}={v!r}" if isinstance(v, tuple) else f"--config.{k}={v}"
+        for k, v in {**TINY, **overrides}.items()
+    ]
 
 
 def read_jsonl(workdir: Path) -> list[dict]:
@@ -66,7 +82,10 @@ def read_jsonl(workdir: Path) -> list[dict]:
 
 
 def assert_params_close(got: dict, want: dict, rtol: float) -> None:
-    flat_got, flat_want = jax.tree_util.tree_flatten_with_path(got)[0], jax.tree_util.tree_flatten_with_path(want)[0]
+    flat_got, flat_want = (
+        jax.tree_util.tree_flatten_with_path(got)[0],
+        jax.tree_util.tree_flatten_with_path(want)[0],
+    )
     assert [p for p, _ in flat_got] == [p for p, _ in flat_want]
     for (path, a), (_, b) in zip(flat_got, flat_want):
         scale = max(float(np.abs(b).max()), 1e-12)
@@ -74,12 +93,20 @@ def assert_params_close(got: dict, want: dict, rtol: float) -> None:
 
 
 def run_cli(workdir: Path, *extra: str, devices: int = 1, timeout: int = 300) -> subprocess.Popen:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
-    command = [sys.executable, "-m", "train.main", "--config", "train/configs/demo.py",
-               "--workdir", str(workdir), *extra]
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    command = [
+        sys.executable,
+        "-m",
+        "train.main",
+        "--config",
+        "train/configs/demo.py",
+        "--workdir",
+        str(workdir),
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def free_port() -> int:
@@ -98,8 +125,6 @@ def straight_run(tmp_path_factory):
 
 
 def test_demo_run_trains_and_exports_a_fusable_model(straight_run, capsys):
-    import ifcnn_jax
-    from ifcnn_jax.synthesize import SkimageCollection
 
     workdir, params, metadata, scalars = straight_run
     assert metadata["kind"] == "ifcnn" and metadata["fuse_rule"] == "max" and metadata["step"] == 12
@@ -111,23 +136,19 @@ def test_demo_run_trains_and_exports_a_fusable_model(straight_run, capsys):
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["12", "6"]
 
     # conv1 is frozen (the DCT bank of the demo); every other layer has moved.
-    from train.conv1_filters import dct_filter_bank
 
     np.testing.assert_array_equal(params["conv1"]["kernel"], dct_filter_bank())
-    initial, _ = training.initial_model(tiny_config())
+    initial, _ = train_step.initial_model(tiny_config())
     assert not np.allclose(params["conv3"]["conv"]["kernel"], initial["conv3"]["conv"]["kernel"])
     assert not np.allclose(params["conv2"]["bn"]["mean"], 0)
 
     # The logged validation scores, recomputed from the exported model through the
     # inference path and scikit-image's PSNR on BT.601 luminance.
-    from skimage.metrics import peak_signal_noise_ratio
-
-    from ifcnn_jax.inference import forward
-    from ifcnn_jax.recipes import IMAGENET_MEAN, IMAGENET_STD
-    from train import input_pipeline
 
     model = ifcnn_jax.load(str(workdir / "model"))
-    eval_set = input_pipeline.eval_examples(input_pipeline.make_collections(tiny_config().data)[1], tiny_config())
+    eval_set = input_pipeline.eval_examples(
+        input_pipeline.make_collections(tiny_config().data)[1], tiny_config()
+    )
     normalised = (np.moveaxis(eval_set["sources"], 1, 0) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     fused_unit = np.clip(np.asarray(forward(model, normalised)) * IMAGENET_STD + IMAGENET_MEAN, 0, 1)
     fused_8bit = np.round(fused_unit * 255.0)
@@ -135,7 +156,9 @@ def test_demo_run_trains_and_exports_a_fusable_model(straight_run, capsys):
     luma = lambda rgb: rgb @ np.array([0.299, 0.587, 0.114])
     targets = luma(eval_set["target"].astype(np.float64))
     for images, key in ((fused_8bit, "eval/psnr"), (average_8bit, "eval/psnr_average_baseline")):
-        expected = np.mean([peak_signal_noise_ratio(t, luma(f), data_range=255) for t, f in zip(targets, images)])
+        expected = np.mean(
+            [peak_signal_noise_ratio(t, luma(f), data_range=255) for t, f in zip(targets, images)]
+        )
         assert scalars[key] == pytest.approx(expected, abs=0.02)
 
     photo = SkimageCollection(["coffee"])[0].image[:40, :48]
@@ -158,7 +181,6 @@ def test_resume_gives_the_same_parameters(straight_run, tmp_path):
 
 
 def test_a_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
-    import time
 
     settings = {"num_train_steps": 40, "checkpoint_every_steps": 1, "keep_checkpoints": 3}
     workdir = tmp_path / "killed"
@@ -193,9 +215,22 @@ def test_eight_devices_give_the_same_parameters(straight_run, tmp_path):
 def test_two_processes_of_two_devices_give_the_same_parameters(straight_run, tmp_path):
     _, straight_params, _, _ = straight_run
     address = f"127.0.0.1:{free_port()}"
-    processes = [run_cli(tmp_path / "multi", *cli_overrides(), "--coordinator_address", address,
-                         "--num_processes", "2", "--process_id", str(i), "--cpu_collectives", "gloo",
-                         devices=2) for i in (0, 1)]
+    processes = [
+        run_cli(
+            tmp_path / "multi",
+            *cli_overrides(),
+            "--coordinator_address",
+            address,
+            "--num_processes",
+            "2",
+            "--process_id",
+            str(i),
+            "--cpu_collectives",
+            "gloo",
+            devices=2,
+        )
+        for i in (0, 1)
+    ]
     try:
         results = [p.communicate(timeout=300) for p in processes]
     finally:
@@ -210,10 +245,6 @@ def test_two_processes_of_two_devices_give_the_same_parameters(straight_run, tmp
 
 
 def test_perceptual_loss_is_added_with_its_weight(tmp_path, capsys):
-    from flax import nnx
-
-    from ifcnn_jax.checkpoints import save_params
-    from ifcnn_jax.resnet import ResNet101
 
     # A random ResNet-101 stands in for the converted ImageNet one: the wiring is tested here,
     # the loss itself in tests/test_losses.py.
@@ -226,8 +257,11 @@ def test_perceptual_loss_is_added_with_its_weight(tmp_path, capsys):
     records = [r for r in read_jsonl(tmp_path / "run") if "train/loss" in r]
     for record in records:
         assert record["train/perceptual_loss"] > 0
-        np.testing.assert_allclose(record["train/loss"],
-                                   record["train/pixel_loss"] + 0.5 * record["train/perceptual_loss"], rtol=1e-6)
+        np.testing.assert_allclose(
+            record["train/loss"],
+            record["train/pixel_loss"] + 0.5 * record["train/perceptual_loss"],
+            rtol=1e-6,
+        )
 
 
 def test_perceptual_loss_off_is_announced(straight_run):
@@ -246,12 +280,18 @@ def tree_digest(folder: Path) -> str:
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     workdir = tmp_path / "nan"
-    training.train_and_evaluate(tiny_config(num_train_steps=6, steps_per_run=2, checkpoint_every_steps=2),
-                                str(workdir))
+    training.train_and_evaluate(
+        tiny_config(num_train_steps=6, steps_per_run=2, checkpoint_every_steps=2), str(workdir)
+    )
     good = tree_digest(workdir / "checkpoints" / "2")
     # An absurd learning rate blows the weights up at step 3; step 4's loss is not finite.
-    exploding = tiny_config(num_train_steps=6, learning_rate=1e30, lr_schedule="constant", warmup_steps=0,
-                            checkpoint_every_steps=2)
+    exploding = tiny_config(
+        num_train_steps=6,
+        learning_rate=1e30,
+        lr_schedule="constant",
+        warmup_steps=0,
+        checkpoint_every_steps=2,
+    )
     with pytest.raises(training.TrainingDiverged, match=r"at step 4.*last good checkpoint \(step 2\)"):
         training.train_and_evaluate(exploding, str(workdir))
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
@@ -261,7 +301,6 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def _checkpoint_params(workdir: Path) -> dict[int, list[np.ndarray]]:
     """Every kept checkpoint's parameter arrays, read with Orbax directly."""
-    import orbax.checkpoint as ocp
 
     found = {}
     for folder in sorted((workdir / "checkpoints").iterdir()):
@@ -272,19 +311,23 @@ def _checkpoint_params(workdir: Path) -> dict[int, list[np.ndarray]]:
 
 
 @pytest.mark.parametrize("optimizer, learning_rate", [("sgd", 1e6), ("adam", 1e30)])
-def test_no_checkpoint_keeps_a_ruined_state_and_a_sane_resume_continues(tmp_path, optimizer,
-                                                                        learning_rate):
+def test_no_checkpoint_keeps_a_ruined_state_and_a_sane_resume_continues(tmp_path, optimizer, learning_rate):
     workdir = tmp_path / optimizer
-    wild = tiny_config(optimizer=optimizer, learning_rate=learning_rate, lr_schedule="constant",
-                       warmup_steps=0, checkpoint_every_steps=2, num_train_steps=8)
+    wild = tiny_config(
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        lr_schedule="constant",
+        warmup_steps=0,
+        checkpoint_every_steps=2,
+        num_train_steps=8,
+    )
     with pytest.raises(training.TrainingDiverged, match="stopping"):
         training.train_and_evaluate(wild, str(workdir))
     for step, leaves in _checkpoint_params(workdir).items():
         # Independent of the guard's own test: the weights a fresh model starts from are
         # of order 1; every kept state must be finite and of that order.
         assert all(np.isfinite(x).all() and np.abs(x).max() < 100 for x in leaves), step
-    sane = tiny_config(optimizer=optimizer, learning_rate=1e-3, checkpoint_every_steps=2,
-                       num_train_steps=8)
+    sane = tiny_config(optimizer=optimizer, learning_rate=1e-3, checkpoint_every_steps=2, num_train_steps=8)
     scalars = training.train_and_evaluate(sane, str(workdir))
     assert math.isfinite(scalars["train/loss"]) and scalars["train/loss"] < 10
     params, metadata = load_params(workdir / "model")
@@ -297,12 +340,13 @@ def test_resume_skips_a_ruined_checkpoint_from_an_older_version(tmp_path, capsys
     config = tiny_config(num_train_steps=6, checkpoint_every_steps=2, steps_per_run=2)
     training.train_and_evaluate(config, str(workdir))
     # What a version without the check could leave: a step-4 checkpoint of NaN weights.
-    manager = training.checkpoint_manager(workdir, config)
-    host_state, _ = training.initial_state(config)
-    ruined = jax.tree.map(lambda x: np.full_like(x, np.nan) if np.asarray(x).dtype.kind == "f" else x,
-                          host_state)
+    manager = checkpointing.checkpoint_manager(workdir, config)
+    host_state, _ = train_step.initial_state(config)
+    ruined = jax.tree.map(
+        lambda x: np.full_like(x, np.nan) if np.asarray(x).dtype.kind == "f" else x, host_state
+    )
     ruined["step"] = np.asarray(4, np.int32)
-    training.save_checkpoint(manager, 4, ruined, {"next_index": 4})
+    checkpointing.save_checkpoint(manager, 4, ruined, {"next_index": 4})
     manager.wait_until_finished()
     manager.close()
     capsys.readouterr()
@@ -325,7 +369,6 @@ def test_training_refuses_an_export_folder_of_user_files_before_training(tmp_pat
 
 
 def test_nyu_config_runs_on_mock_data(tmp_path):
-    import tensorflow_datasets as tfds
 
     config = default.get_config()
     for key, value in TINY.items():
@@ -339,7 +382,6 @@ def test_nyu_config_runs_on_mock_data(tmp_path):
     config.num_train_steps = 2
     config.checkpoint_every_steps = 2
     # Real pairs for evaluation, in the Lytro naming (NAME-A / NAME-B).
-    from ifcnn_jax.image_io import write_image
 
     pairs = tmp_path / "pairs"
     pairs.mkdir()
@@ -356,20 +398,23 @@ def test_nyu_config_runs_on_mock_data(tmp_path):
     assert (tmp_path / "nyu" / "eval" / "real_step0000002.png").is_file()
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("batch_size", 0, "config.batch_size=0"),
-    ("learning_rate", -1.0, "config.learning_rate=-1.0"),
-    ("optimizer", "lion", "config.optimizer='lion'"),
-    ("fuse_rule", "median", "config.fuse_rule='median'"),
-    ("data.source", "ftp", "config.data.source='ftp'"),
-    ("data.blur_radius_max", 1, "config.data.blur_radius_max=1"),
-    ("data.crop_size", 4, "config.data.crop_size=4"),
-    ("perceptual_taps", ("layer9",), "config.perceptual_taps"),
-    ("perceptual_tap_weights", (1.0, 2.0), "config.perceptual_tap_weights"),
-    ("resnet_checkpoint", "no/such/dir", "config.resnet_checkpoint='no/such/dir'"),
-    ("data.skimage_train", ("lena",), "unknown photo 'lena'"),
-    ("momentum", 1.5, "config.momentum=1.5"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("batch_size", 0, "config.batch_size=0"),
+        ("learning_rate", -1.0, "config.learning_rate=-1.0"),
+        ("optimizer", "lion", "config.optimizer='lion'"),
+        ("fuse_rule", "median", "config.fuse_rule='median'"),
+        ("data.source", "ftp", "config.data.source='ftp'"),
+        ("data.blur_radius_max", 1, "config.data.blur_radius_max=1"),
+        ("data.crop_size", 4, "config.data.crop_size=4"),
+        ("perceptual_taps", ("layer9",), "config.perceptual_taps"),
+        ("perceptual_tap_weights", (1.0, 2.0), "config.perceptual_tap_weights"),
+        ("resnet_checkpoint", "no/such/dir", "config.resnet_checkpoint='no/such/dir'"),
+        ("data.skimage_train", ("lena",), "unknown photo 'lena'"),
+        ("momentum", 1.5, "config.momentum=1.5"),
+    ],
+)
 def test_bad_config_values_are_named(key, value, message):
     config = tiny_config()
     with config.unlocked():
@@ -422,4 +467,5 @@ def test_cli_reports_a_bad_value_before_compiling(tmp_path):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert [line for line in err.splitlines() if line.strip()] == [
-        "error: the config has no key 'no_such_key'; see train/configs/default.py"], err[-2000:]
+        "error: the config has no key 'no_such_key'; see train/configs/default.py"
+    ], err[-2000:]

@@ -19,6 +19,10 @@ import numpy as np
 import torch
 import torchvision
 
+from convert.from_torch import main
+from ifcnn_jax.resnet import load_resnet101
+
+
 def randomise_batchnorm(net: torch.nn.Module, seed: int) -> None:
     """Random running means/variances and affine parameters: the defaults (0, 1, 1, 0)
     would hide swapped or transposed BatchNorm fields."""
@@ -33,7 +37,7 @@ def randomise_batchnorm(net: torch.nn.Module, seed: int) -> None:
                 module.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def torch_resnet101() -> torch.nn.Module:
     """``torchvision.models.resnet101(weights=None)`` with randomised BatchNorm, eval mode."""
     torch.manual_seed(0)
@@ -43,7 +47,7 @@ def torch_resnet101() -> torch.nn.Module:
     return net.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _workdir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="ifcnn-resnet-test-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
@@ -52,7 +56,6 @@ def _workdir() -> Path:
 
 def run_converter(argv: list[str]) -> tuple[int, str, str]:
     """``convert/from_torch.py`` in this process: (exit status, stdout, stderr)."""
-    from convert.from_torch import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -63,7 +66,7 @@ def run_converter(argv: list[str]) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def saved_state_dict() -> Path:
     """The randomised ResNet-101's state dict saved as a .pth file."""
     path = _workdir() / "resnet101-random.pth"
@@ -71,20 +74,18 @@ def saved_state_dict() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def converted_checkpoint() -> tuple[Path, str]:
     """(checkpoint directory, converter stdout) from ``from_torch.py resnet101 --verify``."""
     out_dir = _workdir() / "resnet101-ckpt"
-    status, stdout, stderr = run_converter(
-        ["resnet101", str(saved_state_dict()), str(out_dir), "--verify"])
+    status, stdout, stderr = run_converter(["resnet101", str(saved_state_dict()), str(out_dir), "--verify"])
     assert status == 0, stderr
     return out_dir, stdout
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loaded_resnet101():
     """The converted checkpoint loaded with ``ifcnn_jax.resnet.load_resnet101``."""
-    from ifcnn_jax.resnet import load_resnet101
 
     return load_resnet101(converted_checkpoint()[0])
 
@@ -92,8 +93,11 @@ def loaded_resnet101():
 def torch_features(images_nhwc: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
     """Every tap of the randomised torchvision model, NCHW tensors (autograd kept)."""
     net = torch_resnet101()
-    x = images_nhwc if isinstance(images_nhwc, torch.Tensor) else torch.from_numpy(
-        np.ascontiguousarray(images_nhwc))
+    x = (
+        images_nhwc
+        if isinstance(images_nhwc, torch.Tensor)
+        else torch.from_numpy(np.ascontiguousarray(images_nhwc))
+    )
     x = x.permute(0, 3, 1, 2)
     features = {}
     x = net.conv1(x)

@@ -14,13 +14,12 @@ import ml_collections
 
 from ifcnn_jax.errors import IFCNNError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
 DATA_SOURCES = ("tfds", "folder", "skimage")
 
 
 def _schema() -> ml_collections.ConfigDict:
-    from train.configs import default
+    from train.configs import default  # noqa: PLC0415 - lazy: validation stays light and runs before JAX starts
 
     return default.get_config()
 
@@ -98,7 +97,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if not got["data.eval_folder"]:
             at_least("data.eval_holdout", 1)
     else:
-        from ifcnn_jax.synthesize import SKIMAGE_PHOTOS
+        from ifcnn_jax.data.photos import SKIMAGE_PHOTOS  # noqa: PLC0415 - lazy: validation stays light and runs before JAX starts
 
         for key in ("data.skimage_train", "data.skimage_eval"):
             names = got[key]
@@ -107,19 +106,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             for name in names:
                 if name not in SKIMAGE_PHOTOS:
                     _fail(key, names, f"unknown photo {name!r}; choose from {', '.join(SKIMAGE_PHOTOS)}")
-    from ifcnn_jax.synthesis import FOCUS_MAP_KINDS
+    from ifcnn_jax.data.synthesis import FOCUS_MAP_KINDS  # noqa: PLC0415 - lazy: validation stays light and runs before JAX starts
 
     one_of("data.focus_map", ("auto",) + FOCUS_MAP_KINDS)
     at_least("data.num_sources", 2)
     at_least("data.blur_radius_min", 1)
     if got["data.blur_radius_max"] < got["data.blur_radius_min"]:
-        _fail("data.blur_radius_max", got["data.blur_radius_max"],
-              f"must be >= data.blur_radius_min={got['data.blur_radius_min']}")
+        _fail(
+            "data.blur_radius_max",
+            got["data.blur_radius_max"],
+            f"must be >= data.blur_radius_min={got['data.blur_radius_min']}",
+        )
     at_least("data.crop_size", 8)
     for key in ("data.num_threads", "data.prefetch", "data.cache_size", "data.eval_holdout"):
         at_least(key, 0)
 
-    from ifcnn_jax.model import FUSE_RULES
+    from ifcnn_jax.model import FUSE_RULES  # noqa: PLC0415 - lazy: validation stays light and runs before JAX starts
 
     one_of("fuse_rule", FUSE_RULES)
     one_of("conv1_init", ("random", "dct"))
@@ -130,7 +132,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if got["pixel_weight"] == 0 and (got["perceptual_weight"] == 0 or not got["resnet_checkpoint"]):
         _fail("pixel_weight", got["pixel_weight"], "is 0 and the perceptual term is off: nothing to train on")
     taps, tap_weights = tuple(got["perceptual_taps"]), tuple(got["perceptual_tap_weights"])
-    from ifcnn_jax.resnet import TAPS
+    from ifcnn_jax.resnet import TAPS  # noqa: PLC0415 - lazy: validation stays light and runs before JAX starts
 
     if not taps:
         _fail("perceptual_taps", taps, f"must name at least one of {', '.join(TAPS)}")
@@ -138,20 +140,39 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if tap not in TAPS:
             _fail("perceptual_taps", taps, f"unknown tap {tap!r}; choose from {', '.join(TAPS)}")
     if len(tap_weights) != len(taps) or any(not isinstance(w, (int, float)) or w < 0 for w in tap_weights):
-        _fail("perceptual_tap_weights", tap_weights,
-              f"must be {len(taps)} non-negative number(s), one per tap of perceptual_taps")
+        _fail(
+            "perceptual_tap_weights",
+            tap_weights,
+            f"must be {len(taps)} non-negative number(s), one per tap of perceptual_taps",
+        )
 
-    one_of("optimizer", OPTIMIZERS)
+    from train.step import OPTIMIZERS  # noqa: PLC0415 - lazily: it imports JAX and optax
+
+    one_of("optimizer", tuple(OPTIMIZERS))
     one_of("lr_schedule", LR_SCHEDULES)
     if not (math.isfinite(got["learning_rate"]) and got["learning_rate"] > 0):
         _fail("learning_rate", got["learning_rate"], "must be a finite number > 0")
-    for key in ("warmup_steps", "weight_decay", "grad_clip_norm", "steps_per_run", "eval_every_steps",
-                "eval_crop_size", "grid_examples"):
+    for key in (
+        "warmup_steps",
+        "weight_decay",
+        "grad_clip_norm",
+        "steps_per_run",
+        "eval_every_steps",
+        "eval_crop_size",
+        "grid_examples",
+    ):
         at_least(key, 0)
     if not 0 <= got["momentum"] < 1:
         _fail("momentum", got["momentum"], "must be in [0, 1)")
-    for key in ("batch_size", "num_train_steps", "checkpoint_every_steps", "keep_checkpoints",
-                "eval_examples", "eval_batch_size", "log_every_steps"):
+    for key in (
+        "batch_size",
+        "num_train_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "eval_examples",
+        "eval_batch_size",
+        "log_every_steps",
+    ):
         at_least(key, 1)
     if 0 < got["eval_crop_size"] < 16:
         _fail("eval_crop_size", got["eval_crop_size"], "must be 0 (whole photos) or >= 16")
@@ -161,8 +182,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def check_parallelism(config: ml_collections.ConfigDict, device_count: int, process_count: int) -> None:
     """The global batch must split evenly over devices (and so over processes)."""
     if config.batch_size % device_count:
-        raise IFCNNError(f"config.batch_size={config.batch_size}: must be a multiple of the "
-                         f"{device_count} devices of this run")
+        raise IFCNNError(
+            f"config.batch_size={config.batch_size}: must be a multiple of the "
+            f"{device_count} devices of this run"
+        )
     if config.batch_size % process_count:
-        raise IFCNNError(f"config.batch_size={config.batch_size}: must be a multiple of the "
-                         f"{process_count} processes of this run")
+        raise IFCNNError(
+            f"config.batch_size={config.batch_size}: must be a multiple of the "
+            f"{process_count} processes of this run"
+        )

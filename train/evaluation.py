@@ -9,15 +9,18 @@ to beat).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ifcnn_jax import metrics
+from ifcnn_jax.data.photos import read_rgb
+from ifcnn_jax.data.synthesis import to_uint8
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.synthesize import to_uint8
-
+from ifcnn_jax.figures import figure_png, thumbnail
+from ifcnn_jax.io import testsets
+from ifcnn_jax.io.images import write_bytes_atomic
 
 GRID_HEIGHT = 128
 
@@ -28,7 +31,9 @@ def reference_scores(fused: np.ndarray, sources: np.ndarray, target: np.ndarray)
     uint8 or 0-255."""
     fused_y = metrics.luminance(to_uint8(fused).astype(np.float32))
     target_y = metrics.luminance(np.asarray(target, np.float32))
-    average_y = metrics.luminance(to_uint8(np.mean(np.asarray(sources, np.float32), axis=1)).astype(np.float32))
+    average_y = metrics.luminance(
+        to_uint8(np.mean(np.asarray(sources, np.float32), axis=1)).astype(np.float32)
+    )
     return {
         "psnr": float(np.mean(metrics.psnr(fused_y, target_y))),
         "ssim": float(np.mean(metrics.ssim(fused_y, target_y))),
@@ -40,8 +45,6 @@ def reference_scores(fused: np.ndarray, sources: np.ndarray, target: np.ndarray)
 def write_grid(path: Path, sources: np.ndarray, fused: np.ndarray, target: np.ndarray | None) -> Path:
     """Writes a captioned PNG with one row per example: the sources, their average, the
     fused image and (when given) the ground truth. Arrays as in :func:`reference_scores`."""
-    from ifcnn_jax.figures import figure_png, thumbnail
-    from ifcnn_jax.image_io import write_bytes_atomic
 
     def cell(caption: str, image: np.ndarray):
         # Small crops are enlarged without smoothing, so what the network saw stays visible.
@@ -60,18 +63,19 @@ def write_grid(path: Path, sources: np.ndarray, fused: np.ndarray, target: np.nd
 
 def real_pairs(folder: str) -> list[tuple[str, list[np.ndarray]]]:
     """The source groups of a folder of real multi-focus images (any layout
-    ``ifcnn_jax.testsets`` understands, e.g. ``NAME-A.jpg``/``NAME-B.jpg``), read as
+    ``ifcnn_jax.io.testsets`` understands, e.g. ``NAME-A.jpg``/``NAME-B.jpg``), read as
     RGB uint8."""
-    from ifcnn_jax import testsets
-    from ifcnn_jax.synthesize import read_rgb
 
     groups = testsets.find_groups(folder, task="multifocus").groups
     return [(g.name, [read_rgb(p) for p in g.sources]) for g in groups]
 
 
-def evaluate_real_pairs(fuse: Callable[[list[np.ndarray]], np.ndarray],
-                        pairs: list[tuple[str, list[np.ndarray]]], grid_path: Path | None,
-                        grid_rows: int) -> dict[str, float]:
+def evaluate_real_pairs(
+    fuse: Callable[[list[np.ndarray]], np.ndarray],
+    pairs: list[tuple[str, list[np.ndarray]]],
+    grid_path: Path | None,
+    grid_rows: int,
+) -> dict[str, float]:
     """Fuses each group with ``fuse`` (uint8 RGB list -> uint8 RGB) and returns the mean
     of the no-reference scores Qabf (two sources only) and spatial frequency of the
     fused images and of the source average; optionally writes a grid of the first

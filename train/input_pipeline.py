@@ -15,16 +15,22 @@ In a run with P processes each process synthesises only its own contiguous slice
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grain
 import ml_collections
 import numpy as np
 
-from ifcnn_jax import synthesis
+from ifcnn_jax.data import synthesis
+from ifcnn_jax.data.photos import (
+    FolderCollection,
+    PhotoCollection,
+    SkimageCollection,
+    TfdsCollection,
+)
+from ifcnn_jax.data.synthesis import example_rng, to_uint8
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.synthesize import (FolderCollection, PhotoCollection, SkimageCollection, TfdsCollection,
-                                  example_rng, to_uint8)
 
 
 class _Subset:
@@ -51,9 +57,11 @@ def make_collections(data: ml_collections.ConfigDict) -> tuple[PhotoCollection, 
         if data.eval_folder:
             return photos, FolderCollection(data.eval_folder, None, cache_size=data.cache_size)
         if len(photos) <= data.eval_holdout:
-            raise IFCNNError(f"data.folder {data.folder} has {len(photos)} photos, not more than "
-                             f"data.eval_holdout={data.eval_holdout}; add photos, lower eval_holdout "
-                             "or set data.eval_folder")
+            raise IFCNNError(
+                f"data.folder {data.folder} has {len(photos)} photos, not more than "
+                f"data.eval_holdout={data.eval_holdout}; add photos, lower eval_holdout "
+                "or set data.eval_folder"
+            )
         split = len(photos) - data.eval_holdout
         return _Subset(photos, range(split)), _Subset(photos, range(split, len(photos)))
     if data.source == "skimage":
@@ -73,16 +81,27 @@ def photo_index(seed: int, example_index: int, num_photos: int) -> int:
     return int(_epoch_permutation(int(seed), epoch, num_photos)[offset])
 
 
-def make_example(collection: PhotoCollection, data: ml_collections.ConfigDict, seed: int,
-                 example_index: int, crop_size: int | None) -> dict[str, np.ndarray]:
+def make_example(
+    collection: PhotoCollection,
+    data: ml_collections.ConfigDict,
+    seed: int,
+    example_index: int,
+    crop_size: int | None,
+) -> dict[str, np.ndarray]:
     """Example ``example_index`` of the run drawn with ``seed``: ``sources`` (N, h, w, 3)
     and ``target`` (h, w, 3), uint8 0-255 (sources rounded, as 8-bit photos are)."""
     photo = collection[photo_index(seed, example_index, len(collection))]
     try:
         example = synthesis.synthesize_example(
-            photo.image, photo.depth, rng=example_rng(seed, example_index), crop_size=crop_size,
-            num_sources=data.num_sources, radius_range=(data.blur_radius_min, data.blur_radius_max),
-            focus_map=data.focus_map, flip=data.flip)
+            photo.image,
+            photo.depth,
+            rng=example_rng(seed, example_index),
+            crop_size=crop_size,
+            num_sources=data.num_sources,
+            radius_range=(data.blur_radius_min, data.blur_radius_max),
+            focus_map=data.focus_map,
+            flip=data.flip,
+        )
     except IFCNNError as exc:
         raise IFCNNError(f"photo {photo.name}: {exc}") from exc
     return {"sources": to_uint8(example.sources), "target": to_uint8(example.target)}
@@ -95,24 +114,34 @@ def global_example_index(local_index: int, local_batch: int, process_index: int,
     return step * local_batch * process_count + process_index * local_batch + slot
 
 
-def train_dataset(collection: PhotoCollection, config: ml_collections.ConfigDict, *,
-                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+def train_dataset(
+    collection: PhotoCollection,
+    config: ml_collections.ConfigDict,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
     """A Grain ``MapDataset`` whose element ``s`` is this process's slice of the
     global batch of step ``s`` (for ``s < config.num_train_steps``): ``sources``
     (B/P, N, h, w, 3) and ``target`` (B/P, h, w, 3), uint8."""
     local_batch = config.batch_size // process_count
     data, seed, crop = config.data, config.seed, config.data.crop_size
     examples = grain.MapDataset.range(config.num_train_steps * local_batch).map(
-        lambda k: make_example(collection, data, seed,
-                               global_example_index(k, local_batch, process_index, process_count), crop))
+        lambda k: make_example(
+            collection, data, seed, global_example_index(k, local_batch, process_index, process_count), crop
+        )
+    )
     return examples.batch(local_batch)
 
 
-def train_iterator(dataset: grain.MapDataset, config: ml_collections.ConfigDict,
-                   state: dict[str, Any] | None = None) -> grain.DatasetIterator:
+def train_iterator(
+    dataset: grain.MapDataset, config: ml_collections.ConfigDict, state: dict[str, Any] | None = None
+) -> grain.DatasetIterator:
     """A prefetching iterator over ``dataset``; ``state`` (from ``get_state()``,
     stored in checkpoints) makes it continue where a previous run stopped."""
-    options = grain.ReadOptions(num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch)
+    options = grain.ReadOptions(
+        num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch
+    )
     iterator = iter(dataset.to_iter_dataset(options))
     if state is not None:
         iterator.set_state(state)
@@ -125,8 +154,9 @@ def eval_examples(collection: PhotoCollection, config: ml_collections.ConfigDict
     ``config.eval_crop_size``, or whole photos when it is 0, which needs photos of one
     size). Returns ``sources`` (E, N, h, w, 3) and ``target`` (E, h, w, 3), uint8."""
     crop = config.eval_crop_size or None
-    examples = [make_example(collection, config.data, config.eval_seed, i, crop)
-                for i in range(config.eval_examples)]
+    examples = [
+        make_example(collection, config.data, config.eval_seed, i, crop) for i in range(config.eval_examples)
+    ]
     shapes = {e["target"].shape for e in examples}
     if len(shapes) > 1:
         raise IFCNNError(f"held-out photos have different sizes {sorted(shapes)}; set eval_crop_size > 0")
@@ -137,4 +167,4 @@ def batches(arrays: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str
     """Consecutive slices of ``batch_size`` along the first axis (the last may be shorter)."""
     total = len(next(iter(arrays.values())))
     for start in range(0, total, batch_size):
-        yield {key: value[start:start + batch_size] for key, value in arrays.items()}
+        yield {key: value[start : start + batch_size] for key, value in arrays.items()}

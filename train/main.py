@@ -9,101 +9,68 @@ auto-detection: TPU pod slices, SLURM, Open MPI, Kubernetes) or with explicit
 ``--coordinator_address``, ``--num_processes`` and ``--process_id``; see
 docs/training.md.
 
-CPU devices: a single-process run on CPUs (``XLA_FLAGS`` unset) gives XLA one CPU device
-per core (``--xla_force_host_platform_device_count``, as many as divide
-``config.batch_size``), so that the train step runs data-parallel over the cores like
-over any other devices (same results up to float rounding: BatchNorm still uses the
-statistics of the global batch). Measured on 2 cores: 0.42 s per step of the default
-config instead of 0.47-0.62 s with one device whose operations are split between the
-cores (bench/NOTES.md). Set ``XLA_FLAGS`` (even empty) to keep XLA's default.
-
-Memory allocator: on Linux with glibc, this program asks malloc (through ``mallopt``)
-to serve every thread from one arena, never to map large blocks separately and to keep
-freed memory instead of returning it to the system. XLA allocates the train step's
-working memory (about 0.5 GB for the default config) afresh at every step; served by
-fresh memory maps, it was page-faulted in again each time, about a quarter of the
-step's CPU time on two cores (bench/NOTES.md). The process keeps its peak memory
-instead. It is skipped when the environment sets ``GLIBC_TUNABLES`` or any
-``MALLOC_*`` variable (the user's own malloc settings) or ``IFCNN_DEFAULT_MALLOC=1``.
+CPU devices and the memory allocator are set up by ``train.process`` before JAX
+starts (one CPU device per core; malloc keeps freed memory): see there.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import platform
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from train.process import keep_freed_memory, one_cpu_device_per_core
+
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config file (train/configs/*.py).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs, evaluation images and the exported model.")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() and let JAX detect the cluster "
-                  "(TPU pod slice, SLURM, Open MPI, Kubernetes).")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs "
-                    "started by hand (with --num_processes and --process_id).")
+config_flags.DEFINE_config_file(
+    "config", None, "Training config file (train/configs/*.py).", lock_config=True
+)
+flags.DEFINE_string(
+    "workdir", None, "Folder for checkpoints, logs, evaluation images and the exported model."
+)
+flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Call jax.distributed.initialize() and let JAX detect the cluster "
+    "(TPU pod slice, SLURM, Open MPI, Kubernetes).",
+)
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "host:port of process 0, for multi-process runs started by hand (with --num_processes and --process_id).",
+)
 flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
 flags.DEFINE_integer("process_id", None, "Index of this process, 0 .. num_processes - 1.")
-flags.DEFINE_enum("cpu_collectives", None, ["gloo", "mpi"], "Collectives for multi-process runs on "
-                  "CPUs only (gloo needs no extra software).")
+flags.DEFINE_enum(
+    "cpu_collectives",
+    None,
+    ["gloo", "mpi"],
+    "Collectives for multi-process runs on CPUs only (gloo needs no extra software).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _explicit_processes() -> bool:
     """Whether the processes of a multi-process run were given by hand."""
-    return bool(FLAGS.coordinator_address or FLAGS.num_processes is not None
-                or FLAGS.process_id is not None)
+    return bool(FLAGS.coordinator_address or FLAGS.num_processes is not None or FLAGS.process_id is not None)
 
 
 def _initialize_distributed() -> None:
-    import jax
+    import jax  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     explicit = _explicit_processes()
     if FLAGS.cpu_collectives:
         jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
     if explicit:
-        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+        jax.distributed.initialize(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+        )
     elif FLAGS.multihost:
         jax.distributed.initialize()
-
-
-# glibc's mallopt parameter numbers (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-
-
-def keep_freed_memory() -> bool:
-    """Applies the allocator settings of the module docstring to this process; returns
-    whether they were applied. Call it before JAX starts its threads."""
-    if os.environ.get("IFCNN_DEFAULT_MALLOC") == "1" or "GLIBC_TUNABLES" in os.environ or \
-            any(name.startswith("MALLOC_") for name in os.environ):
-        return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return False
-    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
-    return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
-
-
-def one_cpu_device_per_core(batch_size: int) -> int:
-    """Sets ``XLA_FLAGS`` to give this process one CPU device per core (the largest count
-    up to the number of usable cores that divides ``batch_size``), unless ``XLA_FLAGS``
-    is already set; returns the device count chosen (1: nothing set). Call it before JAX
-    starts; it only affects CPU devices."""
-    if "XLA_FLAGS" in os.environ:
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    count = max(d for d in range(1, max(1, min(cores, batch_size)) + 1) if batch_size % d == 0)
-    if count > 1:
-        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={count}"
-    return count
 
 
 def main(argv: list[str]) -> int:
@@ -111,23 +78,27 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
-    from ifcnn_jax.errors import run_command
-    from train.config_check import validate_config
+    from ifcnn_jax.cli.common import run_command  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    from train.config_check import validate_config  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
     def body() -> int:
         validate_config(FLAGS.config)  # before JAX starts or anything is compiled
         single_process = not (FLAGS.multihost or _explicit_processes())
         if single_process and one_cpu_device_per_core(FLAGS.config.batch_size) > 1:
-            print(f"XLA: {os.environ['XLA_FLAGS'].rsplit('=', 1)[1]} CPU devices, one per core "
-                  "(set XLA_FLAGS to choose yourself)", flush=True)
+            print(
+                f"XLA: {os.environ['XLA_FLAGS'].rsplit('=', 1)[1]} CPU devices, one per core "
+                "(set XLA_FLAGS to choose yourself)",
+                flush=True,
+            )
         _initialize_distributed()
-        from train.train import train_and_evaluate
+        from train.train import train_and_evaluate  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
         return 0
 
-    return run_command(body, interrupted="interrupted; the checkpoints already written are kept",
-                       stop_at_once=False)
+    return run_command(
+        body, interrupted="interrupted; the checkpoints already written are kept", stop_at_once=False
+    )
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -145,11 +116,17 @@ def parse_flags(argv: list[str]) -> list[str]:
         first, *rest = text.strip().splitlines() or [type(exc).__name__]
         if isinstance(exc, (AttributeError, KeyError)):
             hint = " ".join(" ".join(rest).split())
-            message = (f"the config has no key {first.strip(chr(34) + chr(39))!r}"
-                       + (f" ({hint})" if hint else "") + "; see train/configs/default.py")
+            message = (
+                f"the config has no key {first.strip(chr(34) + chr(39))!r}"
+                + (f" ({hint})" if hint else "")
+                + "; see train/configs/default.py"
+            )
         else:
-            message = " ".join(text.replace("Configuration is not available because of an earlier "
-                                            "failure to load: ", "").split())
+            message = " ".join(
+                text.replace(
+                    "Configuration is not available because of an earlier failure to load: ", ""
+                ).split()
+            )
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 

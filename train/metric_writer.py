@@ -10,8 +10,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
+
+from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -24,8 +26,6 @@ class MetricWriter:
         self.jsonl_path = Path(workdir) / "metrics.jsonl"
         self._tensorboard = None
         if enabled:
-            from tensorboardX import SummaryWriter  # Lazy: only the writing process needs it.
-
             Path(workdir).mkdir(parents=True, exist_ok=True)
             self._tensorboard = SummaryWriter(logdir=str(Path(workdir) / "tensorboard"))
 

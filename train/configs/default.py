@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.depth_folder = ""
     config.data.eval_folder = ""  # "" = hold out the last `eval_holdout` photos of `folder`.
     config.data.eval_holdout = 8
-    # source="skimage": photos bundled with scikit-image (see ifcnn_jax.synthesize.SKIMAGE_PHOTOS).
+    # source="skimage": photos bundled with scikit-image (see ifcnn_jax.data.photos.SKIMAGE_PHOTOS).
     config.data.skimage_train = ()
     config.data.skimage_eval = ()
     config.data.focus_map = "auto"  # PAPER: split by depth (auto = depth when the photo has it).

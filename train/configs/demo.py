@@ -24,9 +24,19 @@ def get_config():
     config = default.get_config()
     config.name = "demo"
     config.data.source = "skimage"
-    config.data.skimage_train = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry",
-                                 "retina", "motorcycle_left", "motorcycle_right", "camera", "brick",
-                                 "grass", "gravel")
+    config.data.skimage_train = (
+        "astronaut",
+        "rocket",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "retina",
+        "motorcycle_left",
+        "motorcycle_right",
+        "camera",
+        "brick",
+        "grass",
+        "gravel",
+    )
     config.data.skimage_eval = ("chelsea", "coffee", "coins")
     config.data.crop_size = 16
     config.data.num_threads = 2

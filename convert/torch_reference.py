@@ -1,4 +1,5 @@
-"""A PyTorch IFCNN written from the authors' semantics, used only as the tests' reference.
+"""The one PyTorch IFCNN of the project, written from the authors' semantics: the
+reference of the converter's ``--verify``, of the parity tests and of ``bench/``.
 
 Follows the released ``Code/model.py``: each source runs separately through conv1
 (after replicate padding 3) and conv2 (replicate padding 1, 3x3 conv, BatchNorm,
@@ -51,6 +52,13 @@ def load_reference(pth_path, rule: str) -> ReferenceIFCNN:
     return model.eval()
 
 
+def reference_from_state(state: dict[str, np.ndarray], rule: str) -> ReferenceIFCNN:
+    """The reference model holding a released state dict given as NumPy arrays (eval mode)."""
+    model = ReferenceIFCNN(rule)
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    return model.eval()
+
+
 def run_reference(model: ReferenceIFCNN, sources_nbhwc: np.ndarray) -> np.ndarray:
     """Runs stacked NHWC sources ``(N, B, H, W, 3)``; returns ``(B, H, W, 3)`` float32."""
     with torch.no_grad():
@@ -81,10 +89,19 @@ def params_from_reference(reference: ReferenceIFCNN) -> dict:
         return np.transpose(a, (2, 3, 1, 0))
 
     def block(n):
-        return {"conv": {"kernel": hwio(w[f"{n}.conv.weight"])},
-                "bn": {"scale": w[f"{n}.bn.weight"], "bias": w[f"{n}.bn.bias"],
-                       "mean": w[f"{n}.bn.running_mean"], "var": w[f"{n}.bn.running_var"]}}
+        return {
+            "conv": {"kernel": hwio(w[f"{n}.conv.weight"])},
+            "bn": {
+                "scale": w[f"{n}.bn.weight"],
+                "bias": w[f"{n}.bn.bias"],
+                "mean": w[f"{n}.bn.running_mean"],
+                "var": w[f"{n}.bn.running_var"],
+            },
+        }
 
-    return {"conv1": {"kernel": hwio(w["conv1.weight"])}, "conv2": block("conv2"),
-            "conv3": block("conv3"),
-            "conv4": {"kernel": hwio(w["conv4.weight"]), "bias": w["conv4.bias"]}}
+    return {
+        "conv1": {"kernel": hwio(w["conv1.weight"])},
+        "conv2": block("conv2"),
+        "conv3": block("conv3"),
+        "conv4": {"kernel": hwio(w["conv4.weight"]), "bias": w["conv4.bias"]},
+    }

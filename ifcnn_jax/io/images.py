@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ifcnn_jax import temporaries
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io import temporaries
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
 _SIXTEEN_BIT_WRITERS = (".png", ".tif", ".tiff", ".ppm", ".pgm")
@@ -47,7 +47,7 @@ def read_header(path: str | os.PathLike) -> ImageHeader | None:
     """The size, channels and sample size an image file declares, from its header only
     (Pillow reads it lazily; no pixel is decoded). ``None`` when Pillow cannot parse
     the header (``read_image`` may still decode the file with OpenCV)."""
-    from PIL import Image  # Imported here: only the pre-flight checks need Pillow.
+    from PIL import Image  # noqa: PLC0415 - Imported here: only the pre-flight checks need Pillow
 
     # Pillow's own bomb guard would hide the size; the callers weigh it against memory.
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -100,9 +100,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     header = read_header(path)
     if header is not None and header.decoded_bytes > available_memory():
         # A small compressed file may declare a huge image: refuse before decoding.
-        raise IFCNNError(f"{path}: declares {header.width}x{header.height} pixels, which take "
-                         f"{gib(header.decoded_bytes)} to decode; only {gib(available_memory())} "
-                         "of memory is available")
+        raise IFCNNError(
+            f"{path}: declares {header.width}x{header.height} pixels, which take "
+            f"{gib(header.decoded_bytes)} to decode; only {gib(available_memory())} "
+            "of memory is available"
+        )
     try:
         data = np.fromfile(path, dtype=np.uint8)  # works for any file name, unlike cv2.imread
     except OSError as exc:
@@ -124,8 +126,9 @@ def _to_rgb(image: np.ndarray, path: Path) -> np.ndarray:
             if np.isnan(image).any() or image.min() < 0 or image.max() > 1:
                 raise IFCNNError(f"{path}: floating-point image must hold values in [0, 1]")
         else:
-            raise IFCNNError(f"{path}: unsupported sample type {image.dtype} (8-bit, 16-bit "
-                             "or float images only)")
+            raise IFCNNError(
+                f"{path}: unsupported sample type {image.dtype} (8-bit, 16-bit or float images only)"
+            )
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] == 1:
@@ -151,8 +154,9 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
-def refuse_overwriting(output: str | os.PathLike, inputs, *, what: str = "source image",
-                       advice: str = "") -> None:
+def refuse_overwriting(
+    output: str | os.PathLike, inputs, *, what: str = "source image", advice: str = ""
+) -> None:
     """Raises ``IFCNNError`` if ``output`` is (resolves to) one of the ``inputs`` files."""
     target = Path(output).resolve()
     for src in inputs:
@@ -170,8 +174,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
-        raise IFCNNError(f"{path}: unknown image type {suffix or '(no suffix)'}; use one of "
-                         + " ".join(IMAGE_SUFFIXES))
+        raise IFCNNError(
+            f"{path}: unknown image type {suffix or '(no suffix)'}; use one of " + " ".join(IMAGE_SUFFIXES)
+        )
     image = np.asarray(image)
     if image.dtype.kind == "f":
         image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
@@ -211,5 +216,3 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     finally:
         temporaries.remove(tmp)
     return path
-
-

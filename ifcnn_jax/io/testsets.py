@@ -44,11 +44,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.image_io import IMAGE_SUFFIXES, is_image_path
+from ifcnn_jax.io.images import IMAGE_SUFFIXES, is_image_path
 from ifcnn_jax.tasks import TASKS
 
-TASK_BY_FOLDER: dict[str, str] = {"CMFDataset": "multifocus", "IVDataset": "infrared",
-                                  "MDDataset": "medical", "MEDataset": "exposure"}
+TASK_BY_FOLDER: dict[str, str] = {
+    "CMFDataset": "multifocus",
+    "IVDataset": "infrared",
+    "MDDataset": "medical",
+    "MEDataset": "exposure",
+}
 MANIFEST_NAMES: tuple[str, ...] = ("manifest.json", "manifest.csv")
 
 _LETTERED = re.compile(r"^(?P<name>.+)-(?P<tag>[A-Za-z])$")
@@ -111,51 +115,60 @@ def find_groups(root: str | Path, task: str | None = None) -> ImageSet:
     groups: list[ImageGroup] = []
     skipped: list[Path] = []
     # A sequence folder inside MEDataset is still exposure: look at the parents too.
-    inherited = next((TASK_BY_FOLDER[p.name] for p in [root.resolve(), *root.resolve().parents]
-                      if p.name in TASK_BY_FOLDER), None)
+    inherited = next(
+        (
+            TASK_BY_FOLDER[p.name]
+            for p in [root.resolve(), *root.resolve().parents]
+            if p.name in TASK_BY_FOLDER
+        ),
+        None,
+    )
     _scan(root, root, inherited, groups, skipped)
     if not groups:
-        raise IFCNNError(f"{root}: found no image groups (NAME-A/NAME-B, NAME_Vis/NAME_IR, "
-                         "NAME_1/NAME_2, or a folder per sequence; or a manifest.csv/json)")
+        raise IFCNNError(
+            f"{root}: found no image groups (NAME-A/NAME-B, NAME_Vis/NAME_IR, "
+            "NAME_1/NAME_2, or a folder per sequence; or a manifest.csv/json)"
+        )
     if task is not None:
         groups = [dataclasses.replace(g, task=task) for g in groups]
     return ImageSet(root, tuple(groups), tuple(skipped))
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and is_image_path(p)),
-                  key=lambda p: natural_key(p.name))
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_path(p)),
+        key=lambda p: natural_key(p.name),
+    )
 
 
-def _scan(root: Path, folder: Path, folder_task: str | None, groups: list[ImageGroup],
-          skipped: list[Path]) -> None:
+def _scan(
+    root: Path, folder: Path, folder_task: str | None, groups: list[ImageGroup], skipped: list[Path]
+) -> None:
     collection = folder.relative_to(root).as_posix()
     collection = "" if collection == "." else collection
     images = _images_in(folder)
-    subfolders = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                        key=lambda p: natural_key(p.name))
+    subfolders = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: natural_key(p.name),
+    )
     found, leftovers = _pattern_groups(images)
     if found:
         for name, (pattern_task, paths) in found.items():
             full_name = f"{collection}/{name}" if collection else name
-            groups.append(ImageGroup(full_name, tuple(paths), folder_task or pattern_task,
-                                     collection))
+            groups.append(ImageGroup(full_name, tuple(paths), folder_task or pattern_task, collection))
         skipped.extend(leftovers)
     elif len(images) >= 2 and not subfolders:
         # A folder of unpatterned images is one sequence (an exposure stack).
         name = collection or folder.name
         parent = Path(collection).parent.as_posix() if collection else ""
-        groups.append(ImageGroup(name, tuple(images), folder_task,
-                                 "" if parent == "." else parent))
+        groups.append(ImageGroup(name, tuple(images), folder_task, "" if parent == "." else parent))
     else:
         skipped.extend(images)
     for sub in subfolders:
         _scan(root, sub, TASK_BY_FOLDER.get(sub.name, folder_task), groups, skipped)
 
 
-def _pattern_groups(images: list[Path]) -> tuple[dict[str, tuple[str | None, list[Path]]],
-                                                 list[Path]]:
+def _pattern_groups(images: list[Path]) -> tuple[dict[str, tuple[str | None, list[Path]]], list[Path]]:
     """Groups files by the three naming patterns; returns (groups, leftover files)."""
     lettered: dict[str, dict[str, Path]] = defaultdict(dict)
     visible_infrared: dict[str, dict[str, Path]] = defaultdict(dict)
@@ -163,16 +176,20 @@ def _pattern_groups(images: list[Path]) -> tuple[dict[str, tuple[str | None, lis
     leftovers: list[Path] = []
     for path in images:
         stem = path.stem
-        for pattern, table, tag_of in ((_LETTERED, lettered, str.upper),
-                                       (_VISIBLE_INFRARED, visible_infrared, str.lower),
-                                       (_NUMBERED, numbered, int)):
+        for pattern, table, tag_of in (
+            (_LETTERED, lettered, str.upper),
+            (_VISIBLE_INFRARED, visible_infrared, str.lower),
+            (_NUMBERED, numbered, int),
+        ):
             match = pattern.match(stem)
             if match:
                 tag = tag_of(match.group("tag"))
                 if tag in table[match.group("name")]:
-                    raise IFCNNError(f"{path}: two source files for {match.group('name')!r} "
-                                     f"with tag {match.group('tag')!r} "
-                                     f"({table[match.group('name')][tag].name} and {path.name})")
+                    raise IFCNNError(
+                        f"{path}: two source files for {match.group('name')!r} "
+                        f"with tag {match.group('tag')!r} "
+                        f"({table[match.group('name')][tag].name} and {path.name})"
+                    )
                 table[match.group("name")][tag] = path
                 break
         else:
@@ -185,15 +202,19 @@ def _pattern_groups(images: list[Path]) -> tuple[dict[str, tuple[str | None, lis
         wanted = [chr(ord("A") + i) for i in range(max(len(tags), 2))]
         missing = [t for t in wanted if t not in members]
         if missing:
-            raise IFCNNError(f"{members[tags[0]]}: no matching {name}-{missing[0]}.* beside it "
-                             "(sources are NAME-A, NAME-B, ...)")
+            raise IFCNNError(
+                f"{members[tags[0]]}: no matching {name}-{missing[0]}.* beside it "
+                "(sources are NAME-A, NAME-B, ...)"
+            )
         groups[name] = ("multifocus", [members[t] for t in tags])
     for name, members in visible_infrared.items():
         for needed in ("vis", "ir"):
             if needed not in members:
                 other = next(iter(members.values()))
-                raise IFCNNError(f"{other}: no matching {name}_{'Vis' if needed == 'vis' else 'IR'}"
-                                 ".* beside it (pairs are NAME_Vis and NAME_IR)")
+                raise IFCNNError(
+                    f"{other}: no matching {name}_{'Vis' if needed == 'vis' else 'IR'}"
+                    ".* beside it (pairs are NAME_Vis and NAME_IR)"
+                )
         groups[_unique(name, groups)] = ("infrared", [members["vis"], members["ir"]])
     for name, members in numbered.items():
         if len(members) < 2:
@@ -229,21 +250,27 @@ def read_manifest(path: Path, task: str | None = None) -> ImageSet:
         parts = name.replace("\\", "/").split("/")
         if name.startswith("/") or any(part in ("", ".", "..") for part in parts):
             # Names become output paths (OUT/fused/<name>.png): none may leave OUT.
-            raise IFCNNError(f"{where}: group name {name!r} must be a relative name without "
-                             "'.', '..' or empty parts")
+            raise IFCNNError(
+                f"{where}: group name {name!r} must be a relative name without '.', '..' or empty parts"
+            )
         if name in seen:
             raise IFCNNError(f"{where}: group name {name!r} already used at {seen[name]}")
         seen[name] = where
         group_task = task or (entry.get("task") or "").strip() or None
         if group_task is not None and group_task not in TASKS:
-            raise IFCNNError(f"{where}: unknown task {group_task!r}; choose one of "
-                             f"{', '.join(TASKS)}")
+            raise IFCNNError(f"{where}: unknown task {group_task!r}; choose one of {', '.join(TASKS)}")
         fused = entry.get("fused")
         reference = entry.get("reference")
-        groups.append(ImageGroup(
-            name, tuple(sources), group_task, "",
-            _manifest_path(base, fused, where) if fused else None,
-            _manifest_path(base, reference, where) if reference else None))
+        groups.append(
+            ImageGroup(
+                name,
+                tuple(sources),
+                group_task,
+                "",
+                _manifest_path(base, fused, where) if fused else None,
+                _manifest_path(base, reference, where) if reference else None,
+            )
+        )
     if not groups:
         raise IFCNNError(f"{path}: the manifest lists no groups")
     return ImageSet(base, tuple(groups))
@@ -266,17 +293,17 @@ def _json_entries(path: Path) -> list[tuple[str, dict]]:
         raise IFCNNError(f"{path}: not a readable JSON manifest ({exc})") from exc
     groups = data.get("groups") if isinstance(data, dict) else data
     if not isinstance(groups, list):
-        raise IFCNNError(f"{path}: expected {{\"groups\": [...]}} or a list of groups")
+        raise IFCNNError(f'{path}: expected {{"groups": [...]}} or a list of groups')
     entries = []
     for i, entry in enumerate(groups):
         where = f"{path} group {i + 1}"
         if not isinstance(entry, dict):
-            raise IFCNNError(f"{where}: each group must be an object with \"sources\"")
+            raise IFCNNError(f'{where}: each group must be an object with "sources"')
         unknown = set(entry) - {"name", "task", "sources", "fused", "reference"}
         if unknown:
             raise IFCNNError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
         if not isinstance(entry.get("sources"), list):
-            raise IFCNNError(f"{where}: \"sources\" must be a list of paths")
+            raise IFCNNError(f'{where}: "sources" must be a list of paths')
         entries.append((where, entry))
     return entries
 
@@ -294,11 +321,12 @@ def _csv_entries(path: Path) -> list[tuple[str, dict]]:
     known = {"name", "task", "fused", "reference"}
     unknown = [h for h in header if h not in known and not h.startswith("source")]
     if unknown:
-        raise IFCNNError(f"{path}: unknown columns {', '.join(unknown)} (use name, task, "
-                         "source1, source2, ..., fused, reference)")
+        raise IFCNNError(
+            f"{path}: unknown columns {', '.join(unknown)} (use name, task, "
+            "source1, source2, ..., fused, reference)"
+        )
     if len(source_columns) < 2:
-        raise IFCNNError(f"{path}: the header needs at least two source columns "
-                         "(source1, source2)")
+        raise IFCNNError(f"{path}: the header needs at least two source columns (source1, source2)")
     entries = []
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
@@ -308,8 +336,7 @@ def _csv_entries(path: Path) -> list[tuple[str, dict]]:
             raise IFCNNError(f"{where}: {len(row)} cells but the header has {len(header)}")
         cells = {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}
         entry = {key: cells.get(key, "") for key in known}
-        entry["sources"] = [row[i].strip() for i in source_columns
-                            if i < len(row) and row[i].strip()]
+        entry["sources"] = [row[i].strip() for i in source_columns if i < len(row) and row[i].strip()]
         entries.append((where, entry))
     return entries
 
@@ -322,12 +349,18 @@ def fused_image_path(fused_dir: str | Path, group: ImageGroup) -> Path:
     (say ``.png`` and ``.jpg``) would both match.
     """
     base = Path(fused_dir) / group.name
-    found = [base.with_name(base.name + suffix) for suffix in IMAGE_SUFFIXES
-             if base.with_name(base.name + suffix).is_file()]
+    found = [
+        base.with_name(base.name + suffix)
+        for suffix in IMAGE_SUFFIXES
+        if base.with_name(base.name + suffix).is_file()
+    ]
     if not found:
-        raise IFCNNError(f"no fused image for group {group.name!r}: expected "
-                         f"{base}.png (or {', '.join(s for s in IMAGE_SUFFIXES[1:4])}, ...)")
+        raise IFCNNError(
+            f"no fused image for group {group.name!r}: expected "
+            f"{base}.png (or {', '.join(s for s in IMAGE_SUFFIXES[1:4])}, ...)"
+        )
     if len(found) > 1:
-        raise IFCNNError(f"several fused images for group {group.name!r}: "
-                         f"{', '.join(p.name for p in found)}; keep one")
+        raise IFCNNError(
+            f"several fused images for group {group.name!r}: {', '.join(p.name for p in found)}; keep one"
+        )
     return found[0]

@@ -2,10 +2,10 @@
 
     ifcnn-eval ../shared/ifcnn-release/datasets --model checkpoints --out eval/
     ifcnn-eval my_testset/ --fused other_method_results/ --out eval-other/
-    python -m ifcnn_jax.evaluate manifest.csv --metrics EN,MI,Qabf,SSIM_mean
+    python -m ifcnn_jax.cli.evaluate manifest.csv --metrics EN,MI,Qabf,SSIM_mean
 
 The test set is a folder in the layout of the release's ``datasets`` (or one of its
-sub-folders) or a manifest; see :mod:`ifcnn_jax.testsets`. Fused images come from
+sub-folders) or a manifest; see :mod:`ifcnn_jax.io.testsets`. Fused images come from
 
 * ``--model CKPT``: fused here, with each group's task recipe. ``CKPT`` is a checkpoint
   directory, or a folder of ``ifcnn-max``/``ifcnn-mean``/... checkpoints from which the
@@ -43,40 +43,69 @@ from pathlib import Path
 
 import numpy as np
 
-from ifcnn_jax.errors import IFCNNError, run_command
+from ifcnn_jax import metrics
+from ifcnn_jax.cli.common import run_command
+from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.figures import figure_png, thumbnail
-from ifcnn_jax.image_io import refuse_overwriting, write_bytes_atomic
-from ifcnn_jax.testsets import TASKS, ImageGroup, ImageSet, find_groups, fused_image_path
+from ifcnn_jax.io.images import refuse_overwriting, write_bytes_atomic
+from ifcnn_jax.io.testsets import (
+    TASKS,
+    ImageGroup,
+    ImageSet,
+    find_groups,
+    fused_image_path,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ifcnn-eval", description="Score image fusion results with objective metrics.",
+        prog="ifcnn-eval",
+        description="Score image fusion results with objective metrics.",
         epilog="Examples:\n  ifcnn-eval ../shared/ifcnn-release/datasets --model checkpoints "
-               "--out eval\n  ifcnn-eval testset/ --fused results/ --out eval-results",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("testset", metavar="TESTSET",
-                        help="test-set folder (release layout) or manifest.csv/.json")
+        "--out eval\n  ifcnn-eval testset/ --fused results/ --out eval-results",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "testset", metavar="TESTSET", help="test-set folder (release layout) or manifest.csv/.json"
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--model", action="append", default=[], metavar="[TASK=]CKPT",
-                        help="fuse with this checkpoint (or folder of ifcnn-<rule> checkpoints); "
-                             "TASK=CKPT sets one task's model; may be repeated")
-    source.add_argument("--fused", metavar="DIR",
-                        help="score existing fused images DIR/<group>.<ext>")
+    source.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[TASK=]CKPT",
+        help="fuse with this checkpoint (or folder of ifcnn-<rule> checkpoints); "
+        "TASK=CKPT sets one task's model; may be repeated",
+    )
+    source.add_argument("--fused", metavar="DIR", help="score existing fused images DIR/<group>.<ext>")
     parser.add_argument("--task", choices=TASKS, help="use this task for every group")
-    parser.add_argument("--out", metavar="DIR", default=None,
-                        help="output folder (default: eval-<TESTSET name>)")
-    parser.add_argument("--metrics", metavar="NAMES", default=None,
-                        help="comma-separated metric names (default: all); see docs/metrics.md")
-    parser.add_argument("--figure-rows", type=int, default=None, metavar="N",
-                        help="at most N groups per figure (default: all; 0: no figure)")
-    parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
-                        help="fusion tile size, as ifcnn-fuse --tile")
-    parser.add_argument("--jax-cache", metavar="DIR", default=os.environ.get("IFCNN_JAX_CACHE"),
-                        help="persistent JAX compilation cache: repeated runs skip compiling "
-                             "the metrics (default: $IFCNN_JAX_CACHE, else off)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bar and no table on stdout")
+    parser.add_argument(
+        "--out", metavar="DIR", default=None, help="output folder (default: eval-<TESTSET name>)"
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="NAMES",
+        default=None,
+        help="comma-separated metric names (default: all); see docs/metrics.md",
+    )
+    parser.add_argument(
+        "--figure-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N groups per figure (default: all; 0: no figure)",
+    )
+    parser.add_argument(
+        "--tile", type=int, default=None, metavar="SIZE", help="fusion tile size, as ifcnn-fuse --tile"
+    )
+    parser.add_argument(
+        "--jax-cache",
+        metavar="DIR",
+        default=os.environ.get("IFCNN_JAX_CACHE"),
+        help="persistent JAX compilation cache: repeated runs skip compiling "
+        "the metrics (default: $IFCNN_JAX_CACHE, else off)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table on stdout")
     return parser
 
 
@@ -97,8 +126,7 @@ class FusedSource:
             if sep and task in TASKS:
                 self.task_models[task] = path
             elif sep and task not in TASKS and not Path(spec).exists():
-                raise IFCNNError(f"--model {spec}: unknown task {task!r}; choose one of "
-                                 f"{', '.join(TASKS)}")
+                raise IFCNNError(f"--model {spec}: unknown task {task!r}; choose one of {', '.join(TASKS)}")
             else:
                 if self.default_model is not None:
                     raise IFCNNError("give one --model CKPT (plus TASK=CKPT overrides)")
@@ -117,19 +145,22 @@ class FusedSource:
         return "given"
 
     def _model_dir(self, group: ImageGroup) -> Path:
-        from ifcnn_jax.fuse import resolve_model_dir
+        from ifcnn_jax.io.model_files import resolve_model_dir  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
         if group.task is None:
-            raise IFCNNError(f"group {group.name!r}: cannot tell its fusion task from the "
-                             "folder; pass --task")
+            raise IFCNNError(
+                f"group {group.name!r}: cannot tell its fusion task from the folder; pass --task"
+            )
         spec = self.task_models.get(group.task, self.default_model)
         if spec is None:
-            raise IFCNNError(f"group {group.name!r} is {group.task} but no --model is given "
-                             f"for it; add --model {group.task}=CKPT or --model CKPT")
+            raise IFCNNError(
+                f"group {group.name!r} is {group.task} but no --model is given "
+                f"for it; add --model {group.task}=CKPT or --model CKPT"
+            )
         return resolve_model_dir(spec, group.task).resolve()
 
     def _model(self, group: ImageGroup):
-        from ifcnn_jax.model import load
+        from ifcnn_jax.model import load  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
         path = self._model_dir(group)
         if path not in self._loaded:
@@ -141,29 +172,32 @@ class FusedSource:
         if self.uses_model:
             unknown = [g.name for g in image_set.groups if g.task is None]
             if unknown:
-                raise IFCNNError(f"group {unknown[0]!r}: cannot tell its fusion task from the "
-                                 "folder; pass --task")
+                raise IFCNNError(
+                    f"group {unknown[0]!r}: cannot tell its fusion task from the folder; pass --task"
+                )
         for group in image_set.groups:
             if self.uses_model:
                 self._model_dir(group)
             elif self.fused_dir is not None:
                 fused_image_path(self.fused_dir, group)
             elif group.fused is None:
-                raise IFCNNError(f"no fused image for group {group.name!r}: pass --model CKPT "
-                                 "or --fused DIR (or list \"fused\" paths in a manifest)")
+                raise IFCNNError(
+                    f"no fused image for group {group.name!r}: pass --model CKPT "
+                    'or --fused DIR (or list "fused" paths in a manifest)'
+                )
 
     def fused(self, group: ImageGroup, sources: list[np.ndarray]) -> tuple[np.ndarray, Path]:
         """The fused image of ``group`` and the file it is (or was saved) in."""
-        from ifcnn_jax.image_io import read_image, write_image
+        from ifcnn_jax.io.images import read_image, write_image  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
         if not self.uses_model:
-            path = (fused_image_path(self.fused_dir, group) if self.fused_dir is not None
-                    else group.fused)
+            path = fused_image_path(self.fused_dir, group) if self.fused_dir is not None else group.fused
             return read_image(path), path
-        from ifcnn_jax.recipes import fuse
+        from ifcnn_jax.recipes import fuse  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
-        fused = fuse(self._model(group), sources, group.task, tile=self.tile,
-                     names=[str(p) for p in group.sources])
+        fused = fuse(
+            self._model(group), sources, group.task, tile=self.tile, names=[str(p) for p in group.sources]
+        )
         path = self.out_dir / "fused" / f"{group.name}.png"
         _refuse_overwriting_sources(path, group.sources)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,38 +250,46 @@ def text_table(rows: list[dict], names: Sequence[str], title: str) -> str:
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     rule = "-" * len(line(header))
-    return "\n".join([title, line(header), rule, *map(line, body), rule, line(means),
-                      line(stds)])
+    return "\n".join([title, line(header), rule, *map(line, body), rule, line(means), line(stds)])
 
 
 def markdown_table(rows: list[dict], names: Sequence[str]) -> str:
-    lines = ["| group | " + " | ".join(names) + " |",
-             "|---|" + "---:|" * len(names)]
+    lines = ["| group | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for row in rows:
-        lines.append(f"| {row['group']} | "
-                     + " | ".join(format_value(row[n]) for n in names) + " |")
-    lines.append("| **mean ± std** | "
-                 + " | ".join(mean_std_text([row[n] for row in rows]) for n in names) + " |")
+        lines.append(f"| {row['group']} | " + " | ".join(format_value(row[n]) for n in names) + " |")
+    lines.append(
+        "| **mean ± std** | " + " | ".join(mean_std_text([row[n] for row in rows]) for n in names) + " |"
+    )
     return "\n".join(lines)
 
 
-def markdown_report(by_collection: dict[str, list[dict]], names: Sequence[str],
-                    command: str, notes: Sequence[str]) -> str:
+def markdown_report(
+    by_collection: dict[str, list[dict]], names: Sequence[str], command: str, notes: Sequence[str]
+) -> str:
     parts = ["# Fusion metrics", "", f"Command: `{command}`", ""]
     parts += [f"- {note}" for note in notes]
-    parts += ["", "Values per group; the last row is the mean ± sample standard deviation "
-              "over the groups. Definitions: docs/metrics.md.", ""]
+    parts += [
+        "",
+        "Values per group; the last row is the mean ± sample standard deviation "
+        "over the groups. Definitions: docs/metrics.md.",
+        "",
+    ]
     if len(by_collection) > 1:
-        parts += ["## Summary", "", "| collection | groups | " + " | ".join(names) + " |",
-                  "|---|---:|" + "---:|" * len(names)]
+        parts += [
+            "## Summary",
+            "",
+            "| collection | groups | " + " | ".join(names) + " |",
+            "|---|---:|" + "---:|" * len(names),
+        ]
         for collection, rows in by_collection.items():
-            parts.append(f"| {collection} | {len(rows)} | "
-                         + " | ".join(mean_std_text([r[n] for r in rows]) for n in names)
-                         + " |")
+            parts.append(
+                f"| {collection} | {len(rows)} | "
+                + " | ".join(mean_std_text([r[n] for r in rows]) for n in names)
+                + " |"
+            )
         parts.append("")
     for collection, rows in by_collection.items():
         parts += [f"## {collection}", "", markdown_table(rows, names), ""]
@@ -288,22 +330,24 @@ def _slug(text: str) -> str:
 
 
 def _metric_names(spec: str | None, any_reference: bool) -> list[str]:
-    from ifcnn_jax.metrics import ALL_METRICS, NO_REFERENCE_METRICS
+    from ifcnn_jax.metrics import ALL_METRICS, NO_REFERENCE_METRICS  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
     if spec is None:
         return list(ALL_METRICS if any_reference else NO_REFERENCE_METRICS)
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in ALL_METRICS]
     if unknown or not names:
-        raise IFCNNError(f"--metrics: unknown metric {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(ALL_METRICS)}")
+        raise IFCNNError(
+            f"--metrics: unknown metric {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(ALL_METRICS)}"
+        )
     return names
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from tqdm import tqdm  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
-    from ifcnn_jax.image_io import read_image
+    from ifcnn_jax.io.images import read_image  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
     start = time.perf_counter()
     if args.figure_rows is not None and args.figure_rows < 0:
@@ -325,8 +369,9 @@ def run(args: argparse.Namespace) -> int:
     figures: dict[str, list] = {}
     fuse_seconds = metric_seconds = 0.0
     # leave=False clears the bar, so that an error is the only line left on stderr.
-    with tqdm(image_set.groups, desc="evaluating", unit="group", disable=args.quiet,
-              file=sys.stderr, leave=False) as bar:
+    with tqdm(
+        image_set.groups, desc="evaluating", unit="group", disable=args.quiet, file=sys.stderr, leave=False
+    ) as bar:
         for group in bar:
             bar.set_postfix_str(group.name)
             sources = [read_image(p) for p in group.sources]
@@ -339,27 +384,34 @@ def run(args: argparse.Namespace) -> int:
             metric_seconds += time.perf_counter() - t1
             fuse_seconds += t1 - t0
             collection = group.collection or root_name
-            row = {"collection": collection, "group": _short_name(group),
-                   "task": group.task or "", "sources": len(group.sources),
-                   "fused": fused_source.describe(group) if fused_source.uses_model
-                   else str(fused_path)}
+            row = {
+                "collection": collection,
+                "group": _short_name(group),
+                "task": group.task or "",
+                "sources": len(group.sources),
+                "fused": fused_source.describe(group) if fused_source.uses_model else str(fused_path),
+            }
             row.update({n: float(values.get(n, math.nan)) for n in names})
             rows.append(row)
             if args.figure_rows is None or len(figures.get(collection, [])) < args.figure_rows:
                 captions = [p.name for p in group.sources]
-                captions.append("fused: " + (row["fused"] if fused_source.uses_model
-                                             else fused_path.name))
+                captions.append("fused: " + (row["fused"] if fused_source.uses_model else fused_path.name))
                 figures.setdefault(collection, []).append(
-                    (f"{row['group']}  ({group.task or 'task unknown'})",
-                     [(c, thumbnail(im)) for c, im in zip(captions, [*sources, fused])]))
+                    (
+                        f"{row['group']}  ({group.task or 'task unknown'})",
+                        [(c, thumbnail(im)) for c, im in zip(captions, [*sources, fused])],
+                    )
+                )
 
     by_collection: dict[str, list[dict]] = {}
     for row in rows:
         by_collection.setdefault(row["collection"], []).append(row)
     command = "ifcnn-eval " + " ".join(shlex.quote(a) for a in args.argv)
-    notes = [f"test set: {args.testset} ({len(rows)} groups)",
-             f"fused images: {_fused_note(args, fused_source, image_set)}",
-             "colour images are scored on their luminance (ITU-R BT.601)"]
+    notes = [
+        f"test set: {args.testset} ({len(rows)} groups)",
+        f"fused images: {_fused_note(args, fused_source, image_set)}",
+        "colour images are scored on their luminance (ITU-R BT.601)",
+    ]
     if image_set.skipped:
         notes.append("skipped (no group): " + ", ".join(p.name for p in image_set.skipped))
     if not args.quiet:
@@ -367,16 +419,22 @@ def run(args: argparse.Namespace) -> int:
             print(text_table(crows, names, f"\n{collection} ({len(crows)} groups)"))
     summary = summary_rows(by_collection, names)
     outputs = {
-        "metrics.csv": lambda: csv_text(rows, ["collection", "group", "task", "sources",
-                                               "fused", *names]).encode(),
-        "summary.csv": lambda: csv_text(summary, ["collection", "groups", *(
-            f"{n}_{s}" for n in names for s in ("mean", "std"))]).encode(),
+        "metrics.csv": lambda: csv_text(
+            rows, ["collection", "group", "task", "sources", "fused", *names]
+        ).encode(),
+        "summary.csv": lambda: csv_text(
+            summary, ["collection", "groups", *(f"{n}_{s}" for n in names for s in ("mean", "std"))]
+        ).encode(),
         "metrics.md": lambda: markdown_report(by_collection, names, command, notes).encode(),
-        **{f"figure_{_slug(c)}.png": functools.partial(figure_png, entries)
-           for c, entries in figures.items()},
+        **{
+            f"figure_{_slug(c)}.png": functools.partial(figure_png, entries) for c, entries in figures.items()
+        },
     }
-    inputs = [*image_set.skipped, *fused_paths, *(p for g in image_set.groups
-                                                   for p in (*g.sources, g.reference) if p)]
+    inputs = [
+        *image_set.skipped,
+        *fused_paths,
+        *(p for g in image_set.groups for p in (*g.sources, g.reference) if p),
+    ]
     for name in outputs:  # all checks first: write nothing over an input image
         _refuse_overwriting_sources(out_dir / name, inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -385,26 +443,41 @@ def run(args: argparse.Namespace) -> int:
     written = list(outputs)
     elapsed = time.perf_counter() - start
     if not args.quiet:
-        print(f"\n{len(rows)} groups in {elapsed:.1f} s (fusion {fuse_seconds:.1f} s, metrics "
-              f"{metric_seconds:.1f} s); wrote {', '.join(written)} to {out_dir}")
+        print(
+            f"\n{len(rows)} groups in {elapsed:.1f} s (fusion {fuse_seconds:.1f} s, metrics "
+            f"{metric_seconds:.1f} s); wrote {', '.join(written)} to {out_dir}"
+        )
     return 0
 
 
-def _score(group: ImageGroup, sources: list[np.ndarray], fused: np.ndarray, fused_path: Path,
-           reference: np.ndarray | None, names: Sequence[str]) -> dict[str, float]:
+def _score(
+    group: ImageGroup,
+    sources: list[np.ndarray],
+    fused: np.ndarray,
+    fused_path: Path,
+    reference: np.ndarray | None,
+    names: Sequence[str],
+) -> dict[str, float]:
     """The named metrics that apply to this group; the others are left out (NaN later):
     reference metrics without a ground truth, SCD/Qy beside N != 2, MS-SSIM on small
     images."""
-    from ifcnn_jax import metrics
 
     h, w = np.asarray(fused).shape[:2]
-    applicable = [n for n in names
-                  if (n in metrics.NO_REFERENCE_METRICS or reference is not None)
-                  and metrics.ALL_METRICS[n].applies_to(len(sources), h, w)]
-    return metrics.evaluate([on_255_scale(s) for s in sources], on_255_scale(fused),
-                            None if reference is None else on_255_scale(reference),
-                            names=applicable, source_names=[str(p) for p in group.sources],
-                            fused_name=str(fused_path), reference_name=str(group.reference))
+    applicable = [
+        n
+        for n in names
+        if (n in metrics.NO_REFERENCE_METRICS or reference is not None)
+        and metrics.ALL_METRICS[n].applies_to(len(sources), h, w)
+    ]
+    return metrics.evaluate(
+        [on_255_scale(s) for s in sources],
+        on_255_scale(fused),
+        None if reference is None else on_255_scale(reference),
+        names=applicable,
+        source_names=[str(p) for p in group.sources],
+        fused_name=str(fused_path),
+        reference_name=str(group.reference),
+    )
 
 
 def on_255_scale(image: np.ndarray) -> np.ndarray:
@@ -415,8 +488,7 @@ def on_255_scale(image: np.ndarray) -> np.ndarray:
 
 def _short_name(group: ImageGroup) -> str:
     prefix = f"{group.collection}/"
-    return group.name[len(prefix):] if group.collection and group.name.startswith(prefix) \
-        else group.name
+    return group.name[len(prefix) :] if group.collection and group.name.startswith(prefix) else group.name
 
 
 def _fused_note(args, fused_source: FusedSource, image_set: ImageSet) -> str:
@@ -429,7 +501,7 @@ def _fused_note(args, fused_source: FusedSource, image_set: ImageSet) -> str:
 
 
 def _enable_jax_cache(path: str) -> None:
-    import jax
+    import jax  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
     jax.config.update("jax_compilation_cache_dir", str(Path(path).expanduser()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)

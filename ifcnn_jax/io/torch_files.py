@@ -33,9 +33,15 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 MAX_MEMBER_BYTES = 1 << 31
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -48,7 +54,8 @@ class _StorageType:
 
 def _as_index_tuple(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
         raise pickle.UnpicklingError(f"tensor {what} is not a tuple of integers")
     return tuple(value)
 
@@ -70,17 +77,20 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_ignored
         return np.zeros(size, storage.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= storage.size:
-        raise pickle.UnpicklingError(f"tensor view (offset {offset}, size {size}, stride {stride}) "
-                                     f"reaches past its storage of {storage.size} elements")
+        raise pickle.UnpicklingError(
+            f"tensor view (offset {offset}, size {size}, stride {stride}) "
+            f"reaches past its storage of {storage.size} elements"
+        )
     if count > storage.size:
-        raise pickle.UnpicklingError(f"tensor of {count} elements is larger than its storage "
-                                     f"of {storage.size}")
+        raise pickle.UnpicklingError(
+            f"tensor of {count} elements is larger than its storage of {storage.size}"
+        )
     if not size:
         return np.array(storage[offset])
     itemsize = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
-                                           strides=tuple(s * itemsize for s in stride),
-                                           writeable=False)
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=size, strides=tuple(s * itemsize for s in stride), writeable=False
+    )
     return np.array(view)
 
 
@@ -135,8 +145,9 @@ class _StateDictUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"storage size {numel!r} is not a non-negative integer")
         dtype, key = storage_type.dtype, str(key)
         if numel * dtype.itemsize > self._max_bytes:
-            raise pickle.UnpicklingError(f"storage {key} declares {numel * dtype.itemsize} bytes, "
-                                         f"more than the file holds")
+            raise pickle.UnpicklingError(
+                f"storage {key} declares {numel * dtype.itemsize} bytes, more than the file holds"
+            )
         if key in self._storages:
             known = self._storages[key]
             if known.dtype != dtype or known.size != numel:
@@ -161,8 +172,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except Exception as exc:  # noqa: BLE001 - any malformed input, whatever it trips over
         detail = " ".join(str(exc).split())[:120]
-        raise IFCNNError(f"{path}: not a PyTorch state dict this reader understands "
-                         f"({type(exc).__name__}: {detail})") from None
+        raise IFCNNError(
+            f"{path}: not a PyTorch state dict this reader understands ({type(exc).__name__}: {detail})"
+        ) from None
     if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
         raise IFCNNError(f"{path}: not a state dict of tensors (found {type(obj).__name__})")
     return {str(k): v for k, v in obj.items()}
@@ -224,16 +236,18 @@ def _read_zip(path: Path) -> Any:
         def load_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
             info = _member(archive, f"{root}data/{key}")
             if info.file_size < numel * dtype.itemsize:
-                raise pickle.UnpicklingError(f"storage {key} holds {info.file_size} bytes, "
-                                             f"expected {numel * dtype.itemsize}")
+                raise pickle.UnpicklingError(
+                    f"storage {key} holds {info.file_size} bytes, expected {numel * dtype.itemsize}"
+                )
             with archive.open(info) as member:
                 raw = member.read(numel * dtype.itemsize)
             return np.frombuffer(raw, dtype, numel)
 
         info = _member(archive, pickles[0])
         with archive.open(info) as f:
-            return _StateDictUnpickler(io.BytesIO(f.read(MAX_MEMBER_BYTES)), load_storage,
-                                       MAX_MEMBER_BYTES).load()
+            return _StateDictUnpickler(
+                io.BytesIO(f.read(MAX_MEMBER_BYTES)), load_storage, MAX_MEMBER_BYTES
+            ).load()
 
 
 def _member(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
@@ -241,7 +255,9 @@ def _member(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
     stores members uncompressed; a deflated one may grow at most 100-fold)."""
     info = archive.getinfo(name)
     if info.file_size > MAX_MEMBER_BYTES or (
-            info.compress_type != zipfile.ZIP_STORED and info.file_size > 100 * info.compress_size + 4096):
-        raise pickle.UnpicklingError(f"{name} declares {info.file_size} bytes uncompressed "
-                                     f"from {info.compress_size}")
+        info.compress_type != zipfile.ZIP_STORED and info.file_size > 100 * info.compress_size + 4096
+    ):
+        raise pickle.UnpicklingError(
+            f"{name} declares {info.file_size} bytes uncompressed from {info.compress_size}"
+        )
     return info

@@ -15,7 +15,7 @@ Everything here runs on the host in NumPy/OpenCV and is deterministic given the
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ def gaussian_kernel(radius: int) -> np.ndarray:
         raise IFCNNError(f"blur radius must be an integer >= 1, got {radius!r}")
     radius = int(radius)
     offsets = np.arange(2 * radius + 1, dtype=np.float64) - radius
-    weights = np.exp(-(offsets ** 2) / (2.0 * gaussian_sigma(radius) ** 2))
+    weights = np.exp(-(offsets**2) / (2.0 * gaussian_sigma(radius) ** 2))
     return weights / weights.sum()
 
 
@@ -58,8 +58,9 @@ def blur(image: np.ndarray, radius: int) -> np.ndarray:
     ``BORDER_REFLECT_101``). Returns float32 on the input's scale (0-255 in this module).
     """
     kernel = gaussian_kernel(radius)
-    return cv2.sepFilter2D(np.asarray(image, np.float32), cv2.CV_32F, kernel, kernel,
-                           borderType=cv2.BORDER_REFLECT_101)
+    return cv2.sepFilter2D(
+        np.asarray(image, np.float32), cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT_101
+    )
 
 
 def compose_sources(sharp: np.ndarray, labels: np.ndarray, radii: Sequence[int]) -> np.ndarray:
@@ -81,8 +82,13 @@ def compose_sources(sharp: np.ndarray, labels: np.ndarray, radii: Sequence[int])
     return np.stack(sources).astype(np.float32)
 
 
-def depth_focus_map(depth: np.ndarray, num_planes: int, rng: np.random.Generator, *,
-                    quantile_range: tuple[float, float] = (0.2, 0.8)) -> np.ndarray:
+def depth_focus_map(
+    depth: np.ndarray,
+    num_planes: int,
+    rng: np.random.Generator,
+    *,
+    quantile_range: tuple[float, float] = (0.2, 0.8),
+) -> np.ndarray:
     """Splits a depth map into ``num_planes`` focus planes at random depth levels.
 
     The levels are depth quantiles drawn uniformly from ``quantile_range`` (so every
@@ -102,8 +108,13 @@ def depth_focus_map(depth: np.ndarray, num_planes: int, rng: np.random.Generator
     return np.searchsorted(levels, filled, side="right").astype(np.uint8)
 
 
-def smooth_focus_map(shape: tuple[int, int], num_planes: int, rng: np.random.Generator, *,
-                     quantile_range: tuple[float, float] = (0.3, 0.7)) -> np.ndarray:
+def smooth_focus_map(
+    shape: tuple[int, int],
+    num_planes: int,
+    rng: np.random.Generator,
+    *,
+    quantile_range: tuple[float, float] = (0.3, 0.7),
+) -> np.ndarray:
     """A random focus map with smooth, blob-like regions, HW uint8 in ``0 .. N-1``.
 
     Low-resolution Gaussian noise (2 to 6 cells per side) is upsampled bicubically and
@@ -118,8 +129,9 @@ def smooth_focus_map(shape: tuple[int, int], num_planes: int, rng: np.random.Gen
     return np.searchsorted(levels, field, side="right").astype(np.uint8)
 
 
-def shapes_focus_map(shape: tuple[int, int], num_planes: int, rng: np.random.Generator, *,
-                     max_shapes: int = 4) -> np.ndarray:
+def shapes_focus_map(
+    shape: tuple[int, int], num_planes: int, rng: np.random.Generator, *, max_shapes: int = 4
+) -> np.ndarray:
     """A random focus map of filled ellipses and polygons, HW uint8 in ``0 .. N-1``.
 
     The background is plane 0; each of 1 to ``max_shapes`` shapes is painted (later
@@ -133,14 +145,16 @@ def shapes_focus_map(shape: tuple[int, int], num_planes: int, rng: np.random.Gen
         cy, cx = rng.uniform(0.2, 0.8) * height, rng.uniform(0.2, 0.8) * width
         if rng.random() < 0.5:
             axes = (max(1, int(rng.uniform(0.1, 0.4) * width)), max(1, int(rng.uniform(0.1, 0.4) * height)))
-            cv2.ellipse(labels, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360,
-                        label, thickness=-1)
+            cv2.ellipse(
+                labels, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360, label, thickness=-1
+            )
         else:
             corners = int(rng.integers(3, 7))
             angles = np.sort(rng.uniform(0, 2 * np.pi, corners))
             spread = rng.uniform(0.15, 0.45, corners)
-            points = np.stack([cx + spread * width * np.cos(angles),
-                               cy + spread * height * np.sin(angles)], axis=1)
+            points = np.stack(
+                [cx + spread * width * np.cos(angles), cy + spread * height * np.sin(angles)], axis=1
+            )
             cv2.fillPoly(labels, [np.round(points).astype(np.int32)], label)
     return labels
 
@@ -175,8 +189,9 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     raise IFCNNError(f"expected an HW or HWC image with 1, 3 or 4 channels, got shape {image.shape}")
 
 
-def random_crop_box(shape: tuple[int, int], crop_size: int | None,
-                    rng: np.random.Generator) -> tuple[int, int, int, int]:
+def random_crop_box(
+    shape: tuple[int, int], crop_size: int | None, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
     """A uniformly placed ``(top, left, h, w)`` square crop; the whole image if
     ``crop_size`` is None. Raises ``IFCNNError`` if the image is smaller."""
     height, width = shape
@@ -189,10 +204,17 @@ def random_crop_box(shape: tuple[int, int], crop_size: int | None,
     return top, left, crop_size, crop_size
 
 
-def synthesize_example(image: np.ndarray, depth: np.ndarray | None = None, *,
-                       rng: np.random.Generator, crop_size: int | None = None,
-                       num_sources: int = 2, radius_range: tuple[int, int] = (2, 8),
-                       focus_map: str = "auto", flip: bool = True) -> FocusExample:
+def synthesize_example(
+    image: np.ndarray,
+    depth: np.ndarray | None = None,
+    *,
+    rng: np.random.Generator,
+    crop_size: int | None = None,
+    num_sources: int = 2,
+    radius_range: tuple[int, int] = (2, 8),
+    focus_map: str = "auto",
+    flip: bool = True,
+) -> FocusExample:
     """Makes one multi-focus example from a sharp photo (and optionally its depth).
 
     ``image``: HW or HWC, uint8 or float on 0-255. ``depth``: HW, larger = farther.
@@ -209,7 +231,9 @@ def synthesize_example(image: np.ndarray, depth: np.ndarray | None = None, *,
     if not (1 <= low <= high):
         raise IFCNNError(f"radius_range must satisfy 1 <= min <= max, got {radius_range}")
     if focus_map not in FOCUS_MAP_KINDS + ("auto",):
-        raise IFCNNError(f"unknown focus map kind {focus_map!r}; expected one of {FOCUS_MAP_KINDS + ('auto',)}")
+        raise IFCNNError(
+            f"unknown focus map kind {focus_map!r}; expected one of {FOCUS_MAP_KINDS + ('auto',)}"
+        )
     image = to_rgb(image)
     if depth is not None and np.shape(depth) != image.shape[:2]:
         raise IFCNNError(f"depth map shape {np.shape(depth)} does not match image {image.shape[:2]}")
@@ -231,7 +255,7 @@ def synthesize_example(image: np.ndarray, depth: np.ndarray | None = None, *,
     inner = (slice(top - y0, top - y0 + h), slice(left - x0, left - x0 + w))
 
     if focus_map == "depth":
-        labels = depth_focus_map(np.asarray(depth)[top:top + h, left:left + w], num_sources, rng)
+        labels = depth_focus_map(np.asarray(depth)[top : top + h, left : left + w], num_sources, rng)
     elif focus_map == "smooth":
         labels = smooth_focus_map((h, w), num_sources, rng)
     else:
@@ -242,5 +266,22 @@ def synthesize_example(image: np.ndarray, depth: np.ndarray | None = None, *,
     target = window[inner]
     if flipped:
         sources, target, labels = sources[:, :, ::-1], target[:, ::-1], labels[:, ::-1]
-    return FocusExample(sources=np.ascontiguousarray(sources), target=np.ascontiguousarray(target),
-                        labels=np.ascontiguousarray(labels), radii=radii, box=box, flipped=flipped)
+    return FocusExample(
+        sources=np.ascontiguousarray(sources),
+        target=np.ascontiguousarray(target),
+        labels=np.ascontiguousarray(labels),
+        radii=radii,
+        box=box,
+        flipped=flipped,
+    )
+
+
+def example_rng(seed: int, index: int) -> np.random.Generator:
+    """The random generator of example ``index`` of a dataset drawn with ``seed``:
+    each example depends only on (seed, index), so any subset can be regenerated."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """0-255 float -> uint8 (rounded, clipped)."""
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.torch_files import read_state_dict
 
 # torch key -> (path in our parameter tree, is a conv kernel that needs OIHW -> HWIO)
 KEY_MAP: dict[str, tuple[tuple[str, ...], bool]] = {"conv1.weight": (("conv1", "kernel"), True)}
@@ -27,9 +28,17 @@ KEY_MAP["conv4.bias"] = (("conv4", "bias"), False)
 
 EXPECTED_SHAPES: dict[str, tuple[int, ...]] = {
     "conv1.weight": (64, 3, 7, 7),
-    **{f"{b}.{k}": s for b in ("conv2", "conv3") for k, s in (
-        ("conv.weight", (64, 64, 3, 3)), ("bn.weight", (64,)), ("bn.bias", (64,)),
-        ("bn.running_mean", (64,)), ("bn.running_var", (64,)))},
+    **{
+        f"{b}.{k}": s
+        for b in ("conv2", "conv3")
+        for k, s in (
+            ("conv.weight", (64, 64, 3, 3)),
+            ("bn.weight", (64,)),
+            ("bn.bias", (64,)),
+            ("bn.running_mean", (64,)),
+            ("bn.running_var", (64,)),
+        )
+    },
     "conv4.weight": (3, 64, 1, 1),
     "conv4.bias": (3,),
 }
@@ -49,8 +58,12 @@ def conv_kernel_to_hwio(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(weight, (2, 3, 1, 0)))
 
 
-def check_state_dict(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],
-                     source: str | Path, model_name: str) -> None:
+def check_state_dict(
+    state: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[int, ...]],
+    source: str | Path,
+    model_name: str,
+) -> None:
     """Raises ``IFCNNError`` unless ``state`` has exactly the expected keys and shapes
     and every value is finite (a NaN or infinite weight only makes garbage images).
 
@@ -69,13 +82,15 @@ def check_state_dict(state: Mapping[str, np.ndarray], expected: Mapping[str, tup
     for key, shape in expected.items():
         got = tuple(state[key].shape)
         if got != tuple(shape):
-            raise IFCNNError(f"{source}: {key} has shape {got} in the file, expected {tuple(shape)} "
-                             f"for {model_name}")
+            raise IFCNNError(
+                f"{source}: {key} has shape {got} in the file, expected {tuple(shape)} for {model_name}"
+            )
     for key in expected:
         values = np.asarray(state[key])
         if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise IFCNNError(f"{source}: {key} holds {int((~np.isfinite(values)).sum())} NaN or "
-                             "infinite values")
+            raise IFCNNError(
+                f"{source}: {key} holds {int((~np.isfinite(values)).sum())} NaN or infinite values"
+            )
 
 
 def _short_list(keys: list[str], limit: int = 6) -> str:
@@ -89,12 +104,13 @@ def strip_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     for key, value in state.items():
         if key.endswith(IGNORED_SUFFIXES):
             continue
-        out[key[len("module."):] if key.startswith("module.") else key] = value
+        out[key[len("module.") :] if key.startswith("module.") else key] = value
     return out
 
 
-def state_dict_to_params(state: Mapping[str, np.ndarray],
-                         key_map: Mapping[str, tuple[tuple[str, ...], bool]] = KEY_MAP) -> dict:
+def state_dict_to_params(
+    state: Mapping[str, np.ndarray], key_map: Mapping[str, tuple[tuple[str, ...], bool]] = KEY_MAP
+) -> dict:
     """Maps a checked state dict to our parameter tree: each ``key_map`` entry gives a
     torch key's path in the tree and whether it is a conv kernel (OIHW -> HWIO). The
     default map is IFCNN's (the tree of ``ifcnn_jax.IFCNN``)."""
@@ -110,7 +126,6 @@ def state_dict_to_params(state: Mapping[str, np.ndarray],
 
 def params_from_release_file(path: str | Path) -> dict:
     """Reads a released ``.pth`` without torch and returns our parameter tree."""
-    from ifcnn_jax.torch_files import read_state_dict
 
     state = strip_state_dict(read_state_dict(path))
     check_state_dict(state, EXPECTED_SHAPES, path, "IFCNN")

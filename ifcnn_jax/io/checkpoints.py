@@ -15,13 +15,14 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from ifcnn_jax import temporaries
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io import temporaries
 
 FORMAT_VERSION = 1
 PARAMS_ITEM = "params"
@@ -29,7 +30,7 @@ METADATA_ITEM = "metadata"
 
 
 def _orbax():
-    import orbax.checkpoint as ocp  # Imported lazily: it is slow to import.
+    import orbax.checkpoint as ocp  # noqa: PLC0415 - Imported lazily: it is slow to import
 
     return ocp
 
@@ -56,21 +57,26 @@ def check_replaceable(path: str | os.PathLike, *, force: bool, owner: str | None
     if not any(path.iterdir()):
         return
     if not is_checkpoint(path):
-        raise IFCNNError(f"{path} is a folder with files that are not an ifcnn-jax checkpoint; "
-                         "refusing to replace it (choose another output)")
+        raise IFCNNError(
+            f"{path} is a folder with files that are not an ifcnn-jax checkpoint; "
+            "refusing to replace it (choose another output)"
+        )
     if not force:
         raise IFCNNError(f"{path} already exists; pass --force to replace it")
     if owner is not None:
         written_by = read_metadata(path).get("owner")
         if written_by != owner:
-            raise IFCNNError(f"{path} holds a checkpoint that this run did not write"
-                             f"{f' (it was written by {written_by})' if written_by else ''}; "
-                             "refusing to replace it (choose another export folder)")
+            raise IFCNNError(
+                f"{path} holds a checkpoint that this run did not write"
+                f"{f' (it was written by {written_by})' if written_by else ''}; "
+                "refusing to replace it (choose another export folder)"
+            )
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, *, force: bool = False,
-                     owner: str | None = None) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike, *, force: bool = False, owner: str | None = None
+) -> Iterator[Path]:
     """Yields a fresh temporary directory path that becomes ``path`` on success.
 
     The temporary path sits next to ``path`` (same file system, so the final rename is
@@ -99,8 +105,14 @@ def atomic_directory(path: str | os.PathLike, *, force: bool = False,
         temporaries.remove(tmp)
 
 
-def save_params(path: str | os.PathLike, params: dict[str, Any], metadata: dict[str, Any], *,
-                force: bool = False, owner: str | None = None) -> Path:
+def save_params(
+    path: str | os.PathLike,
+    params: dict[str, Any],
+    metadata: dict[str, Any],
+    *,
+    force: bool = False,
+    owner: str | None = None,
+) -> Path:
     """Writes a parameter tree (nested dicts of arrays) and JSON metadata to ``path``.
 
     ``metadata`` must be JSON-serialisable; ``format_version`` (and ``owner``, when
@@ -120,10 +132,15 @@ def save_params(path: str | os.PathLike, params: dict[str, Any], metadata: dict[
     try:
         with atomic_directory(path, force=force, owner=owner) as tmp, _orbax_errors_unlogged():
             with _checkpointer() as checkpointer:
-                checkpointer.save(tmp, ocp.args.Composite(**{
-                    PARAMS_ITEM: ocp.args.StandardSave(params),
-                    METADATA_ITEM: ocp.args.JsonSave(metadata),
-                }))
+                checkpointer.save(
+                    tmp,
+                    ocp.args.Composite(
+                        **{
+                            PARAMS_ITEM: ocp.args.StandardSave(params),
+                            METADATA_ITEM: ocp.args.JsonSave(metadata),
+                        }
+                    ),
+                )
     except IFCNNError:
         raise
     except (OSError, ValueError, RuntimeError) as exc:
@@ -155,8 +172,10 @@ def check_free_space(path: str | os.PathLike, array_bytes: int) -> None:
     free = shutil.disk_usage(probe).free
     needed = array_bytes + _CHECKPOINT_OVERHEAD_BYTES
     if free < needed:
-        raise IFCNNError(f"{path}: no space left on device for the checkpoint (needs about "
-                         f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free)")
+        raise IFCNNError(
+            f"{path}: no space left on device for the checkpoint (needs about "
+            f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free)"
+        )
 
 
 @contextlib.contextmanager
@@ -174,8 +193,11 @@ def _orbax_errors_unlogged() -> Iterator[None]:
 
 def _is_disk_full(exc: BaseException) -> bool:
     while exc is not None:
-        if getattr(exc, "errno", None) == errno.ENOSPC or "RESOURCE_EXHAUSTED" in str(exc) \
-                or "No space left" in str(exc):
+        if (
+            getattr(exc, "errno", None) == errno.ENOSPC
+            or "RESOURCE_EXHAUSTED" in str(exc)
+            or "No space left" in str(exc)
+        ):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -189,17 +211,26 @@ def load_params(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     if not path.is_dir():
         raise IFCNNError(f"{path}: no such checkpoint directory")
     if not (path / PARAMS_ITEM).is_dir() or not (path / METADATA_ITEM).exists():
-        raise IFCNNError(f"{path} is not an ifcnn-jax checkpoint (expected '{PARAMS_ITEM}' and "
-                         f"'{METADATA_ITEM}' inside; convert .pth files with convert/from_torch.py)")
+        raise IFCNNError(
+            f"{path} is not an ifcnn-jax checkpoint (expected '{PARAMS_ITEM}' and "
+            f"'{METADATA_ITEM}' inside; convert .pth files with convert/from_torch.py)"
+        )
     try:
         with _checkpointer() as checkpointer:
-            restored = checkpointer.restore(path, ocp.args.Composite(**{
-                PARAMS_ITEM: ocp.args.StandardRestore(),
-                METADATA_ITEM: ocp.args.JsonRestore(),
-            }))
+            restored = checkpointer.restore(
+                path,
+                ocp.args.Composite(
+                    **{
+                        PARAMS_ITEM: ocp.args.StandardRestore(),
+                        METADATA_ITEM: ocp.args.JsonRestore(),
+                    }
+                ),
+            )
     except (OSError, ValueError, KeyError) as exc:
-        raise IFCNNError(f"{path}: cannot read checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        raise IFCNNError(
+            f"{path}: cannot read checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
     return _to_numpy(restored[PARAMS_ITEM]), dict(restored[METADATA_ITEM])
 
 
@@ -207,16 +238,20 @@ def _checkpointer():
     # These directories are written and read by the calling process alone (an export at
     # the end of training happens on process 0 only). Orbax's default would wait at a
     # barrier for every process of a multi-process run, forever.
-    import jax
+    import jax  # noqa: PLC0415 - lazy: slow to import; reading metadata needs neither
 
     ocp = _orbax()
     me = jax.process_index()
-    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},
-                                               barrier_sync_key_prefix=f"ifcnn-params-{me}")
+    alone = ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"ifcnn-params-{me}"
+    )
     handler = ocp.CompositeCheckpointHandler(
         composite_options=ocp.CompositeOptions(multiprocessing_options=alone),
-        **{PARAMS_ITEM: ocp.StandardCheckpointHandler(multiprocessing_options=alone),
-           METADATA_ITEM: ocp.JsonCheckpointHandler(multiprocessing_options=alone)})
+        **{
+            PARAMS_ITEM: ocp.StandardCheckpointHandler(multiprocessing_options=alone),
+            METADATA_ITEM: ocp.JsonCheckpointHandler(multiprocessing_options=alone),
+        },
+    )
     return ocp.Checkpointer(handler, multiprocessing_options=alone)
 
 

@@ -25,62 +25,66 @@ import os
 import re
 import sys
 import time
-import types
 from collections import defaultdict
 from pathlib import Path
 
-from ifcnn_jax.errors import IFCNNError, run_command
-from ifcnn_jax.image_io import (IMAGE_SUFFIXES, is_image_path, read_image, refuse_overwriting,
-                                write_image)
+from ifcnn_jax.cli.common import run_command
+from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.images import (
+    IMAGE_SUFFIXES,
+    is_image_path,
+    read_image,
+    refuse_overwriting,
+    write_image,
+)
+from ifcnn_jax.io.model_files import resolve_model_dir
 from ifcnn_jax.preflight import check_sources
-from ifcnn_jax.tasks import DEFAULT_RULE, TASKS
+from ifcnn_jax.tasks import TASKS
 
 _GROUP_SUFFIX = re.compile(r"^(?P<group>.+?)[-_ ][^-_ ]+$")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ifcnn-fuse", description="Fuse registered images with IFCNN.",
+        prog="ifcnn-fuse",
+        description="Fuse registered images with IFCNN.",
         epilog="Examples:\n  ifcnn-fuse --task multifocus --model checkpoints/ifcnn-max "
-               "a.jpg b.jpg -o fused.png\n  ifcnn-fuse --task exposure --model checkpoints "
-               "--batch sequences/ -o fused/",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "a.jpg b.jpg -o fused.png\n  ifcnn-fuse --task exposure --model checkpoints "
+        "--batch sequences/ -o fused/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("sources", nargs="*", metavar="SRC", help="two or more source images")
     parser.add_argument("--task", required=True, choices=TASKS, help="fusion recipe")
-    parser.add_argument("--model", required=True, metavar="MODEL",
-                        help="checkpoint directory, released .pth file, or a folder of them "
-                             "(the task's default model is picked: MAX, or MEAN for exposure)")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT",
-                        help="output image (single mode) or output folder (--batch)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="checkpoint directory, released .pth file, or a folder of them "
+        "(the task's default model is picked: MAX, or MEAN for exposure)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output image (single mode) or output folder (--batch)",
+    )
     parser.add_argument("--batch", metavar="DIR", help="fuse every group of images in DIR")
-    parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
-                        help="fuse in tiles of SIZE pixels (default: automatic for very large "
-                             "images; 0 disables tiling)")
-    parser.add_argument("--format", default="png", choices=("png", "tif", "jpg", "bmp"),
-                        help="image type of batch outputs (default png)")
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="SIZE",
+        help="fuse in tiles of SIZE pixels (default: automatic for very large images; 0 disables tiling)",
+    )
+    parser.add_argument(
+        "--format",
+        default="png",
+        choices=("png", "tif", "jpg", "bmp"),
+        help="image type of batch outputs (default png)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return parser
-
-
-def resolve_model_dir(model: str, task: str) -> Path:
-    """The model to use: ``model`` itself (a checkpoint directory or a released ``.pth``),
-    or, inside a folder, ``ifcnn-<rule>/`` or ``IFCNN-<RULE>.pth`` with the demo's rule
-    for ``task``."""
-    path = Path(model)
-    if (path / "metadata").exists() or (path / "params").exists():
-        return path
-    if path.is_file():
-        if path.suffix.lower() in (".pth", ".pt"):
-            return path
-        raise IFCNNError(f"{path}: not a checkpoint directory or a .pth file")
-    rule = DEFAULT_RULE[task]
-    for candidate in (path / f"ifcnn-{rule}", path / f"IFCNN-{rule.upper()}.pth"):
-        if candidate.exists():
-            return candidate
-    if not path.exists():
-        raise IFCNNError(f"{path}: no such checkpoint directory")
-    raise IFCNNError(f"{path} is neither a checkpoint nor a folder with ifcnn-{rule}/ or "
-                     f"IFCNN-{rule.upper()}.pth")
 
 
 def group_folder(folder: Path) -> dict[str, list[Path]]:
@@ -92,8 +96,9 @@ def group_folder(folder: Path) -> dict[str, list[Path]]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            images = sorted(p for p in entry.iterdir() if p.is_file() and is_image_path(p)
-                            and not p.name.startswith("."))
+            images = sorted(
+                p for p in entry.iterdir() if p.is_file() and is_image_path(p) and not p.name.startswith(".")
+            )
             if images:
                 groups[entry.name].extend(images)
         elif entry.is_file() and is_image_path(entry):
@@ -110,7 +115,7 @@ def _refuse_overwriting_sources(output: Path, sources: list[Path]) -> None:
 
 def fuse_files(model, sources: list[Path], output: Path, task: str, tile: int | None) -> None:
     """Reads, fuses and atomically writes one group."""
-    from ifcnn_jax.recipes import fuse
+    from ifcnn_jax.recipes import fuse  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
     _refuse_overwriting_sources(output, sources)
     check_sources(sources)
@@ -120,22 +125,24 @@ def fuse_files(model, sources: list[Path], output: Path, task: str, tile: int | 
 
 
 def _load_model(model_arg: str, task: str):
-    from ifcnn_jax.model import load
+    from ifcnn_jax.model import load  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
     return load(str(resolve_model_dir(model_arg, task)))
 
 
 def _run_single(args) -> int:
     if len(args.sources) < 2:
-        raise IFCNNError(f"fusion needs at least 2 sources, got {len(args.sources)}"
-                         + (f" ({args.sources[0]})" if args.sources else ""))
+        raise IFCNNError(
+            f"fusion needs at least 2 sources, got {len(args.sources)}"
+            + (f" ({args.sources[0]})" if args.sources else "")
+        )
     output = Path(args.output)
     if output.is_dir():
-        raise IFCNNError(f"{output} is a folder; give an output file name such as "
-                         f"{output / 'fused.png'}")
+        raise IFCNNError(f"{output} is a folder; give an output file name such as {output / 'fused.png'}")
     if output.suffix.lower() not in IMAGE_SUFFIXES:
-        raise IFCNNError(f"{output}: unknown image type {output.suffix or '(no suffix)'}; "
-                         "use .png, .tif or .jpg")
+        raise IFCNNError(
+            f"{output}: unknown image type {output.suffix or '(no suffix)'}; use .png, .tif or .jpg"
+        )
     sources = [Path(s) for s in args.sources]
     for src in sources:  # Check every file before loading the model (slow) for early errors.
         if not src.is_file():
@@ -148,13 +155,15 @@ def _run_single(args) -> int:
     start = time.perf_counter()
     fuse_files(model, sources, output, args.task, args.tile)
     if not args.quiet:
-        print(f"wrote {output} ({args.task}, {model.fuse_rule.upper()} model, "
-              f"{time.perf_counter() - start:.2f} s)")
+        print(
+            f"wrote {output} ({args.task}, {model.fuse_rule.upper()} model, "
+            f"{time.perf_counter() - start:.2f} s)"
+        )
     return 0
 
 
 def _run_batch(args) -> int:
-    from tqdm import tqdm
+    from tqdm import tqdm  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
     if args.sources:
         raise IFCNNError("give either source images or --batch DIR, not both")
@@ -167,8 +176,12 @@ def _run_batch(args) -> int:
     # ground truth, anything): refuse before fusing anything.
     input_files = {p.resolve() for p in batch_dir.rglob("*") if p.is_file()}
     for name in groups:
-        refuse_overwriting(out_dir / f"{name}.{args.format}", input_files, what="input file",
-                           advice=f" of {batch_dir}; write the results to another folder (-o)")
+        refuse_overwriting(
+            out_dir / f"{name}.{args.format}",
+            input_files,
+            what="input file",
+            advice=f" of {batch_dir}; write the results to another folder (-o)",
+        )
     model = _load_model(args.model, args.task)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -196,20 +209,6 @@ def main(argv: list[str] | None = None) -> int:
         return _run_batch(args) if args.batch else _run_single(args)
 
     return run_command(body)
-
-
-class _CallableModule(types.ModuleType):
-    """Importing this module binds ``ifcnn_jax.fuse`` to it, shadowing the API function
-    of the same name; making the module callable keeps ``ifcnn_jax.fuse(model, images,
-    task=...)`` working either way."""
-
-    def __call__(self, *args, **kwargs):
-        from ifcnn_jax.recipes import fuse
-
-        return fuse(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":

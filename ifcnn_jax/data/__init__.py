@@ -1,0 +1,1 @@
+"""Training data: sharp-photo collections, multi-focus synthesis, dataset files."""

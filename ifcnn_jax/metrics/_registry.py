@@ -1,0 +1,202 @@
+"""The registry of metrics by name, with keyword rows.
+
+The conventions (scales, shapes, windows) are those of ``ifcnn_jax.metrics``."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+
+from ifcnn_jax.metrics._common import (
+    FMI_WINDOW,
+    MS_SSIM_MIN_SIZE,
+    QY_WINDOW,
+    SSIM_WINDOW,
+    VIF_MIN_SIZE,
+)
+from ifcnn_jax.metrics._information import (
+    feature_mutual_information,
+    mutual_information,
+    normalized_mutual_information,
+)
+from ifcnn_jax.metrics._qcb import qcb
+from ifcnn_jax.metrics._reference import mae, psnr
+from ifcnn_jax.metrics._ssim import ms_ssim_fusion, qy, ssim, ssim_fusion
+from ifcnn_jax.metrics._statistics import (
+    average_gradient,
+    entropy,
+    spatial_frequency,
+    standard_deviation,
+)
+from ifcnn_jax.metrics._structure import correlation_coefficient, psnr_fusion, qabf, scd
+from ifcnn_jax.metrics._vif import vif
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A registered metric: ``metric(sources, fused)`` (no reference) or
+    ``metric(fused, reference)`` (with a ground truth), returning ``(...)``."""
+
+    name: str
+    fn: Callable[[jax.Array, jax.Array], jax.Array]
+    higher_is_better: bool
+    min_size: int = 1
+    exact_sources: int | None = None
+    description: str = ""
+    # "X_sum" is N times "X_mean": evaluate() derives it instead of computing it again.
+    times_sources_of: str | None = None
+
+    def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        return self.fn(a, b)
+
+    def applies_to(self, n_sources: int, height: int, width: int) -> bool:
+        """Whether the definition covers this many sources and this image size."""
+        if self.exact_sources is not None and n_sources != self.exact_sources:
+            return False
+        return min(height, width) >= self.min_size
+
+
+def _on_fused(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    return lambda sources, fused: fn(fused)
+
+
+NO_REFERENCE_METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        Metric(name="EN", fn=_on_fused(entropy), higher_is_better=True, description="entropy, bits"),
+        Metric(
+            name="SD",
+            fn=_on_fused(standard_deviation),
+            higher_is_better=True,
+            description="standard deviation",
+        ),
+        Metric(
+            name="SF",
+            fn=_on_fused(spatial_frequency),
+            higher_is_better=True,
+            min_size=2,
+            description="spatial frequency",
+        ),
+        Metric(
+            name="AG",
+            fn=_on_fused(average_gradient),
+            higher_is_better=True,
+            min_size=2,
+            description="average gradient",
+        ),
+        Metric(
+            name="MI",
+            fn=mutual_information,
+            higher_is_better=True,
+            description="mutual information, bits, summed",
+        ),
+        Metric(
+            name="NMI",
+            fn=normalized_mutual_information,
+            higher_is_better=True,
+            description="Hossny's normalised MI",
+        ),
+        Metric(
+            name="FMI_pixel",
+            fn=functools.partial(feature_mutual_information, feature="pixel"),
+            higher_is_better=True,
+            min_size=FMI_WINDOW,
+            description="feature MI on pixels, 3x3 windows",
+        ),
+        Metric(
+            name="FMI_gradient",
+            fn=functools.partial(feature_mutual_information, feature="gradient"),
+            higher_is_better=True,
+            min_size=FMI_WINDOW,
+            description="feature MI on the x gradient, 3x3 windows",
+        ),
+        Metric(name="Qabf", fn=qabf, higher_is_better=True, description="Xydeas-Petrovic edge preservation"),
+        Metric(
+            name="SCD",
+            fn=scd,
+            higher_is_better=True,
+            exact_sources=2,
+            description="sum of the correlations of differences",
+        ),
+        Metric(
+            name="VIF",
+            fn=vif,
+            higher_is_better=True,
+            min_size=VIF_MIN_SIZE,
+            description="pixel-domain VIF, summed over sources",
+        ),
+        Metric(
+            name="SSIM_mean",
+            fn=functools.partial(ssim_fusion, reduce="mean"),
+            higher_is_better=True,
+            min_size=SSIM_WINDOW,
+            description="SSIM(F, S_k), mean over sources",
+        ),
+        Metric(
+            name="SSIM_sum",
+            fn=functools.partial(ssim_fusion, reduce="sum"),
+            higher_is_better=True,
+            min_size=SSIM_WINDOW,
+            description="SSIM(F, S_k), sum over sources",
+            times_sources_of="SSIM_mean",
+        ),
+        Metric(
+            name="MS_SSIM_mean",
+            fn=functools.partial(ms_ssim_fusion, reduce="mean"),
+            higher_is_better=True,
+            min_size=MS_SSIM_MIN_SIZE,
+            description="MS-SSIM(F, S_k), mean over sources",
+        ),
+        Metric(
+            name="MS_SSIM_sum",
+            fn=functools.partial(ms_ssim_fusion, reduce="sum"),
+            higher_is_better=True,
+            min_size=MS_SSIM_MIN_SIZE,
+            description="MS-SSIM(F, S_k), sum over sources",
+            times_sources_of="MS_SSIM_mean",
+        ),
+        Metric(
+            name="CC",
+            fn=correlation_coefficient,
+            higher_is_better=True,
+            description="correlation coefficient, mean",
+        ),
+        Metric(name="PSNR", fn=psnr_fusion, higher_is_better=True, description="fusion PSNR, dB"),
+        Metric(name="Qcb", fn=qcb, higher_is_better=True, description="Chen-Blum"),
+        Metric(
+            name="Qy",
+            fn=qy,
+            higher_is_better=True,
+            min_size=QY_WINDOW,
+            exact_sources=2,
+            description="Yang's SSIM-based metric",
+        ),
+    ]
+}
+
+REFERENCE_METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        Metric(
+            name="PSNR_ref", fn=psnr, higher_is_better=True, description="PSNR against the ground truth, dB"
+        ),
+        Metric(
+            name="SSIM_ref",
+            fn=ssim,
+            higher_is_better=True,
+            min_size=SSIM_WINDOW,
+            description="SSIM against the ground truth",
+        ),
+        Metric(
+            name="MAE_ref",
+            fn=mae,
+            higher_is_better=False,
+            description="mean absolute error against the ground truth",
+        ),
+    ]
+}
+
+ALL_METRICS: dict[str, Metric] = {**NO_REFERENCE_METRICS, **REFERENCE_METRICS}
