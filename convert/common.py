@@ -3,7 +3,6 @@ shapes, layout changes, and the one-line error handling of the command."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.checkpoints import check_replaceable
+from ifcnn_jax.io.model_files import sha256_of
 from ifcnn_jax.io.state_dicts import (
     IGNORED_SUFFIXES,
     check_state_dict,
@@ -38,15 +38,6 @@ def require_torch():
     except ImportError as exc:
         raise IFCNNError("the converter needs PyTorch: pip install 'ifcnn-jax[torch]'") from exc
     return torch
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:

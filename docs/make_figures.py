@@ -24,7 +24,7 @@ import ifcnn_jax
 from ifcnn_jax import metrics
 from ifcnn_jax.data.synthesis import synthesize_example
 from ifcnn_jax.figures import figure_png, thumbnail
-from ifcnn_jax.io.images import write_bytes_atomic
+from ifcnn_jax.io.atomic import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

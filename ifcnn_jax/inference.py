@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -311,6 +312,7 @@ def forward(
     tile: int | None = None,
     auto_tile_pixels: int = AUTO_TILE_PIXELS,
     method: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> jax.Array:
     """Fuses stacked, already normalised sources ``(N, B, H, W, 3)`` float32 (N >= 2,
     any H and W) into ``(B, H, W, 3)`` float32 in the same normalised space.
@@ -329,6 +331,8 @@ def forward(
       auto_tile_pixels: the automatic tiling threshold in pixels per image.
       method: 'matmul' or 'conv' (see the module docstring); None picks the faster
         for the default backend.
+      progress: optional ``progress(done, total)`` called after each tile (tiled
+        fusion only).
 
     Raises:
       IFCNNError: for an invalid ``tile`` or ``method``, or tiling a training-mode model.
@@ -372,7 +376,7 @@ def forward(
         )
 
     if tile_size:
-        return tiled_apply(region, sources, tile_size, HALO)
+        return tiled_apply(region, sources, tile_size, HALO, progress=progress)
     pad = ((0, 0), (0, 0), (HALO, HALO), (HALO, HALO), (0, 0))
     window = jnp.pad(jnp.asarray(sources), pad, mode="edge")
     return region(window, (0, 0), (height, width))

@@ -19,6 +19,7 @@ from flax import nnx
 from ifcnn_jax.conv_ops import conv_replicate
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.checkpoints import load_params
+from ifcnn_jax.io.model_files import released_name, released_weights
 from ifcnn_jax.io.state_dicts import params_from_release_file, rule_from_filename
 
 FuseRule = Literal["max", "sum", "mean"]
@@ -179,11 +180,15 @@ def load(path: str, fuse_rule: FuseRule | None = None) -> IFCNN:
     """Loads an IFCNN model in inference mode.
 
     ``path`` is a checkpoint directory (converted or trained; the fusion rule comes from
-    its metadata) or one of the authors' released ``.pth`` files, read without PyTorch
-    (the rule comes from the file name, IFCNN-MAX/SUM/MEAN, or from ``fuse_rule``).
-    Raises ``IFCNNError`` for a missing path, a checkpoint of another kind, or
-    parameters of the wrong names or shapes.
+    its metadata), one of the authors' released ``.pth`` files, read without PyTorch
+    (the rule comes from the file name, IFCNN-MAX/SUM/MEAN, or from ``fuse_rule``), or
+    the name of a released model (``"IFCNN-MAX"``, ``"IFCNN-SUM"``, ``"IFCNN-MEAN"``),
+    downloaded once into the user cache and checked against its recorded SHA-256
+    (``ifcnn_jax.io.model_files``). Raises ``IFCNNError`` for a missing path, a
+    checkpoint of another kind, or parameters of the wrong names or shapes.
     """
+    if not os.path.exists(path) and released_name(str(path)):
+        path = str(released_weights(str(path)))
 
     if str(path).lower().endswith((".pth", ".pt")) and not os.path.isdir(path):
         params = params_from_release_file(path)

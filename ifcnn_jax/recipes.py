@@ -20,7 +20,7 @@ gray result. 16-bit sources are scaled by 1/65535 and, on the gray paths, give a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -49,6 +49,7 @@ def fuse(
     *,
     tile: int | None = None,
     names: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Fuses two or more registered source images with a task recipe.
 
@@ -62,6 +63,8 @@ def fuse(
       tile: forwarded to :func:`ifcnn_jax.inference.forward` (None: automatic tiling
         of very large images; 0: never; an int: that tile size).
       names: optional labels for the images (file names), used in error messages.
+      progress: optional ``progress(done, total)`` called after each tile of a tiled
+        fusion (a progress bar for long fusions).
 
     Returns:
       The fused image: ``(H, W, 3)`` RGB when the result is in colour, else ``(H, W)``;
@@ -84,7 +87,7 @@ def fuse(
         "medical": _gray_modalities,
         "exposure": _exposure,
     }[task]
-    return recipe(model, images, names, task, tile)
+    return recipe(model, images, names, task, tile, progress)
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -138,7 +141,12 @@ def _output_kind(images: list[np.ndarray]) -> str:
 
 
 def _run_network(
-    model: IFCNN, images: list[np.ndarray], mean: np.ndarray, std: np.ndarray, tile: int | None
+    model: IFCNN,
+    images: list[np.ndarray],
+    mean: np.ndarray,
+    std: np.ndarray,
+    tile: int | None,
+    progress: Callable[[int, int], None] | None,
 ) -> np.ndarray:
     """Scales sources to [0, 1] (gray ones copied to three channels), normalises them,
     fuses, de-normalises and clips to [0, 1]: the demo's ``denorm(...).clamp(0, 1)``,
@@ -155,7 +163,7 @@ def _run_network(
         stacked[i, 0] = unit if unit.ndim == 3 else unit[:, :, None]
     stacked -= mean
     stacked /= std
-    fused = forward(model, stacked, tile=tile)
+    fused = forward(model, stacked, tile=tile, progress=progress)
     del stacked
     out = np.asarray(fused)[0] * std  # a view of the device buffer on CPU, then one copy
     del fused
@@ -188,15 +196,15 @@ def _all_colour_or_all_gray(images: list[np.ndarray], names: list[str], task: st
     return colour
 
 
-def _multifocus(model, images, names, task, tile):
+def _multifocus(model, images, names, task, tile, progress):
     colour = _all_colour_or_all_gray(images, names, task)
     kind = _output_kind(images)
-    fused = _run_network(model, images, IMAGENET_MEAN, IMAGENET_STD, tile)
+    fused = _run_network(model, images, IMAGENET_MEAN, IMAGENET_STD, tile, progress)
     fused = _quantise(fused, kind)
     return fused if any(colour) else _rgb_to_gray(fused)
 
 
-def _gray_modalities(model, images, names, task, tile):
+def _gray_modalities(model, images, names, task, tile, progress):
     colour = [is_colour(im) for im in images]
     if sum(colour) > 1:
         listed = ", ".join(n for n, c in zip(names, colour) if c)
@@ -206,13 +214,13 @@ def _gray_modalities(model, images, names, task, tile):
     if not any(colour):
         kind = _output_kind(images)
         gray = [_gray_channel(im) for im in images]
-        fused = _run_network(model, gray, IDENTITY_MEAN, IDENTITY_STD, tile)
+        fused = _run_network(model, gray, IDENTITY_MEAN, IDENTITY_STD, tile, progress)
         return _rgb_to_gray(_quantise(fused, kind))
     # A colour source: fuse its luminance with the others, keep its chroma (8-bit path).
     index = colour.index(True)
     ycbcr = pil_rgb_to_ycbcr(to_8bit(images[index]))
     lumas = [ycbcr[..., 0] if i == index else to_8bit(_gray_channel(im)) for i, im in enumerate(images)]
-    fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile)
+    fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile, progress)
     y = _rgb_to_gray(_quantise(fused, "uint8"))
     return cv2.cvtColor(np.dstack([y, ycbcr[..., 2], ycbcr[..., 1]]), cv2.COLOR_YCrCb2RGB)
 
@@ -241,12 +249,12 @@ def fuse_chroma(planes: np.ndarray) -> np.ndarray:
     return fused
 
 
-def _exposure(model, images, names, task, tile):
+def _exposure(model, images, names, task, tile, progress):
     colour = _all_colour_or_all_gray(images, names, task)
     images8 = [to_8bit(im) for im in images]  # CLAHE and PIL's YCbCr work on 8 bits
     ycbcr = np.stack([pil_rgb_to_ycbcr(im) for im in images8]) if all(colour) else None
     lumas = list(ycbcr[..., 0]) if ycbcr is not None else [_gray_channel(im) for im in images8]
-    fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile)
+    fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile, progress)
     return finish_exposure(_quantise(fused, "uint8"), ycbcr)
 
 

@@ -99,7 +99,12 @@ def _place(canvas: jax.Array, tile: jax.Array, top: jax.Array, left: jax.Array) 
 
 
 def tiled_apply(
-    region_fn: RegionFn, sources: np.ndarray | jax.Array, tile: int, halo: int = HALO
+    region_fn: RegionFn,
+    sources: np.ndarray | jax.Array,
+    tile: int,
+    halo: int = HALO,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> jax.Array:
     """Applies ``region_fn`` tile by tile to stacked sources ``(N, B, H, W, C)`` and
     stitches the tile centres into ``(B, H, W, C_out)`` (float32).
@@ -107,7 +112,8 @@ def tiled_apply(
     ``tile`` is the side of the square tile centre in pixels (clipped to the image);
     each call sees that centre plus ``halo`` pixels of real neighbours, replicate-padded
     only where the window crosses the image border. Peak memory is the input, the
-    output and a couple of windows, whatever the image size.
+    output and a couple of windows, whatever the image size. ``progress(done, total)``
+    is called after each tile is dispatched.
     """
     if sources.ndim != 5:
         raise ValueError(f"expected stacked sources (N, B, H, W, C), got shape {sources.shape}")
@@ -115,18 +121,20 @@ def tiled_apply(
     tile_h, tile_w = min(tile, full_h), min(tile, full_w)
     canvas = None
     in_flight: deque[jax.Array] = deque()
-    for top in tile_starts(full_h, tile_h):
-        for left in tile_starts(full_w, tile_w):
-            window = extract_window(sources, top, left, tile_h, tile_w, halo)
-            centre = region_fn(window, (top, left), (full_h, full_w))
-            if canvas is None:
-                canvas = jnp.zeros(
-                    (batch, full_h, full_w, centre.shape[-1]),
-                    jnp.float32,
-                    device=next(iter(centre.devices())),
-                )
-            canvas = _place(canvas, centre, jnp.int32(top), jnp.int32(left))
-            in_flight.append(centre)
-            if len(in_flight) > _MAX_TILES_IN_FLIGHT:
-                in_flight.popleft().block_until_ready()
+    origins = [(top, left) for top in tile_starts(full_h, tile_h) for left in tile_starts(full_w, tile_w)]
+    for done, (top, left) in enumerate(origins, start=1):
+        window = extract_window(sources, top, left, tile_h, tile_w, halo)
+        centre = region_fn(window, (top, left), (full_h, full_w))
+        if canvas is None:
+            canvas = jnp.zeros(
+                (batch, full_h, full_w, centre.shape[-1]),
+                jnp.float32,
+                device=next(iter(centre.devices())),
+            )
+        canvas = _place(canvas, centre, jnp.int32(top), jnp.int32(left))
+        in_flight.append(centre)
+        if len(in_flight) > _MAX_TILES_IN_FLIGHT:
+            in_flight.popleft().block_until_ready()
+        if progress is not None:
+            progress(done, len(origins))
     return canvas

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ from convert.from_torch import main as convert_main
 from ifcnn_jax.model import load
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The commands keep downloaded weights and compiled programs in the user cache; the
+# tests (and the commands they start) use a folder of their own instead.
+os.environ.setdefault("IFCNN_CACHE_DIR", tempfile.mkdtemp(prefix="ifcnn-test-cache-"))
 DEFAULT_RELEASE_DIR = REPO_ROOT.parent / "shared" / "ifcnn-release"
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import ifcnn_jax
-from ifcnn_jax.cli.fuse import group_folder, main
+from ifcnn_jax.cli.fuse import batch_groups, main
 from ifcnn_jax.io.images import read_image, write_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,27 +76,23 @@ def test_batch_mode_fuses_every_group_and_reports_bad_ones(converted_checkpoints
         write_image(src / "seq" / f"shot{i}.png", np.roll(pair[i % 2], i, axis=1))
     write_image(src / "scene-A.png", pair[0])
     write_image(src / "scene-B.png", pair[1])
-    write_image(src / "lonely-A.png", pair[0])
-    code = main(
-        [
-            "--task",
-            "multifocus",
-            "--model",
-            str(converted_checkpoints["max"]),
-            "--batch",
-            str(src),
-            "-o",
-            str(tmp_path / "out"),
-        ]
-    )
-    assert code == 1  # one bad group
+    write_image(src / "odd-A.png", pair[0])
+    write_image(src / "odd-B.png", pair[1][:-2])  # a group whose sizes differ: fails when fused
+    args = ["--task", "multifocus", "--model", str(converted_checkpoints["max"]), "--batch", str(src)]
+    code = main([*args, "-o", str(tmp_path / "out")])
+    assert code == 1  # one bad group, reported and skipped
     err = capsys.readouterr().err
-    assert "group 'lonely' has only one image" in err
+    assert "sources differ in size" in err and "odd-B.png" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene.png", "seq.png"]
     model = ifcnn_jax.load(str(converted_checkpoints["max"]))
     np.testing.assert_array_equal(
         read_image(tmp_path / "out" / "scene.png"), ifcnn_jax.fuse(model, pair, "multifocus")
     )
+    # A file that fits no rule's partner is refused before any fusion, naming it.
+    write_image(src / "lonely-A.png", pair[0])
+    assert main([*args, "-o", str(tmp_path / "out2")]) == 2
+    assert "lonely-A.png" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
 
 
 def test_grouping_rules(tmp_path):
@@ -114,13 +110,14 @@ def test_grouping_rules(tmp_path):
     (tmp_path / "door").mkdir()
     for name in ["door1.jpg", "door2.jpg"]:
         (tmp_path / "door" / name).write_bytes(b"")
-    groups = {k: [p.name for p in v] for k, v in group_folder(tmp_path).items()}
-    assert groups == {
+    groups, skipped = batch_groups(tmp_path, "multifocus")
+    assert {g.name: [p.name for p in g.sources] for g in groups} == {
         "lytro-01": ["lytro-01-A.jpg", "lytro-01-B.jpg"],
-        "Camp": ["Camp_IR.png", "Camp_Vis.png"],
+        "Camp": ["Camp_Vis.png", "Camp_IR.png"],  # the demo's order: visible first
         "c01": ["c01_1.tif", "c01_2.tif"],
         "door": ["door1.jpg", "door2.jpg"],
     }
+    assert skipped == []
 
 
 def test_user_errors_are_one_line_without_traceback(converted_checkpoints, pair, tmp_path):
@@ -143,7 +140,7 @@ def test_user_errors_are_one_line_without_traceback(converted_checkpoints, pair,
         ("colour_gray_mix", "all colour or all gray"),
         ("overwrite_source", "refusing to overwrite source image"),
         ("no_suffix", "unknown image type"),
-        ("bad_model", "no such checkpoint directory"),
+        ("bad_model", "no such checkpoint, .pth file or folder"),
         ("negative_tile", "--tile must be"),
     ],
 )

@@ -20,7 +20,7 @@ from ifcnn_jax.data.synthesis import to_uint8
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.figures import figure_png, thumbnail
 from ifcnn_jax.io import testsets
-from ifcnn_jax.io.images import write_bytes_atomic
+from ifcnn_jax.io.atomic import write_bytes_atomic
 
 GRID_HEIGHT = 128
 

@@ -1,14 +1,17 @@
 """What every command line shares: the wrapper that gives all of them the same exits
 (one line and 2 for user errors, 130 on Ctrl-C, no temporary files left)."""
 
+import argparse
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from ifcnn_jax.errors import IFCNNError, describe_os_error
 from ifcnn_jax.io import temporaries
+from ifcnn_jax.io.model_files import user_cache_dir
 
 
 def _exit_now(message: str, status: int) -> None:
@@ -61,3 +64,55 @@ def run_command(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 130  # not reached: _exit_now leaves the process
+
+
+# ------------------------------------------------------------ compilation cache
+
+COMPILATION_CACHE_ENV = "IFCNN_COMPILATION_CACHE"
+
+
+def add_compilation_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """``--compilation-cache DIR|off``: where compiled XLA programs are kept between runs."""
+    parser.add_argument(
+        "--compilation-cache",
+        metavar="DIR|off",
+        default=None,
+        help="persistent JAX compilation cache, so repeated runs skip compiling (default: "
+        f"${COMPILATION_CACHE_ENV}, else the user cache folder's jax/; 'off' disables it)",
+    )
+
+
+def enable_compilation_cache(setting: str | None = None) -> Path | None:
+    """Turns on JAX's persistent compilation cache in ``setting`` (a folder), else in
+    ``$IFCNN_COMPILATION_CACHE``, else in ``user_cache_dir() / "jax"``; ``off`` (or
+    ``0``, ``none``) disables it. Returns the folder used, or None. A folder that cannot
+    be created or written gives a one-line warning and no cache, never an error.
+    Imports JAX: call it only on the paths of a command that need JAX."""
+    chosen = setting if setting is not None else os.environ.get(COMPILATION_CACHE_ENV)
+    if chosen is not None and chosen.strip().lower() in ("off", "0", "none", "false", ""):
+        return None
+    folder = Path(chosen).expanduser() if chosen else user_cache_dir() / "jax"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        print(
+            f"warning: compilation cache {folder} is not writable ({exc.strerror or exc}); "
+            "compiling without it",
+            file=sys.stderr,
+        )
+        return None
+    import jax  # noqa: PLC0415 - lazy: the commands' --help and errors must not wait for JAX
+
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # Cache every program: the fusion programs compile in well under JAX's 1 s default.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
+def progress_enabled(quiet: bool) -> bool:
+    """Progress bars are shown unless ``-q`` or when stderr is not a terminal."""
+    return not quiet and sys.stderr.isatty()

@@ -33,7 +33,6 @@ import csv
 import functools
 import io
 import math
-import os
 import re
 import shlex
 import sys
@@ -44,10 +43,11 @@ from pathlib import Path
 import numpy as np
 
 from ifcnn_jax import metrics
-from ifcnn_jax.cli.common import run_command
+from ifcnn_jax.cli.common import add_compilation_cache_argument, enable_compilation_cache, run_command
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.figures import figure_png, thumbnail
-from ifcnn_jax.io.images import refuse_overwriting, write_bytes_atomic
+from ifcnn_jax.io.atomic import write_bytes_atomic
+from ifcnn_jax.io.images import refuse_overwriting
 from ifcnn_jax.io.testsets import (
     TASKS,
     ImageGroup,
@@ -98,13 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tile", type=int, default=None, metavar="SIZE", help="fusion tile size, as ifcnn-fuse --tile"
     )
-    parser.add_argument(
-        "--jax-cache",
-        metavar="DIR",
-        default=os.environ.get("IFCNN_JAX_CACHE"),
-        help="persistent JAX compilation cache: repeated runs skip compiling "
-        "the metrics (default: $IFCNN_JAX_CACHE, else off)",
-    )
+    add_compilation_cache_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table on stdout")
     return parser
 
@@ -361,8 +355,7 @@ def run(args: argparse.Namespace) -> int:
     names = _metric_names(args.metrics, any_reference)
     fused_source = FusedSource(args, out_dir)
     fused_source.check(image_set)
-    if args.jax_cache:
-        _enable_jax_cache(args.jax_cache)
+    enable_compilation_cache(args.compilation_cache)
 
     rows: list[dict] = []
     fused_paths: list[Path] = []
@@ -498,13 +491,6 @@ def _fused_note(args, fused_source: FusedSource, image_set: ImageSet) -> str:
     if args.fused:
         return f"read from {args.fused}"
     return "as listed in the manifest"
-
-
-def _enable_jax_cache(path: str) -> None:
-    import jax  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
-
-    jax.config.update("jax_compilation_cache_dir", str(Path(path).expanduser()))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def main(argv: list[str] | None = None) -> int:

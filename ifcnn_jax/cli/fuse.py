@@ -1,75 +1,88 @@
 """``ifcnn-fuse``: fuse images from the command line.
 
-    ifcnn-fuse --task multifocus --model checkpoints/ifcnn-max a.jpg b.jpg -o fused.png
-    ifcnn-fuse --task exposure --model checkpoints --batch sequences/ -o fused/
+    ifcnn-fuse --task multifocus a.jpg b.jpg -o fused.png            # IFCNN-MAX, by name
+    ifcnn-fuse --task exposure --model IFCNN-MEAN --batch sequences/ -o fused/
+    ifcnn-fuse --task multifocus --batch lytro/ -o fused/ --dry-run  # list the groups only
 
-``--model`` is a checkpoint directory, one of the authors' released ``.pth`` files
-(read without PyTorch), or a folder of either (``ifcnn-max/``, ``ifcnn-mean/``... or
-``IFCNN-MAX.pth``, ``IFCNN-MEAN.pth``...) from which the demo's model for the task is
-taken: MAX for multifocus, infrared and medical; MEAN for exposure.
+``--model`` is a released model's name (``IFCNN-MAX``, ``IFCNN-SUM``, ``IFCNN-MEAN``:
+downloaded once into the user cache and checked against its SHA-256), a checkpoint
+directory, one of the authors' ``.pth`` files (read without PyTorch), or a folder of
+either (``ifcnn-max/``... or ``IFCNN-MAX.pth``...) from which the demo's model for the
+task is taken. Without ``--model`` the demo's released model for the task is used:
+MAX for multifocus, infrared and medical; MEAN for exposure.
 
-Batch mode fuses every group in a folder: each sub-folder with two or more images is
-a group (an exposure sequence, say), and files directly in the folder are grouped by
-their name without its last ``-``/``_`` part (``lytro-01-A.jpg`` and ``lytro-01-B.jpg``
-form ``lytro-01``; ``Camp_Vis.png`` and ``Camp_IR.png`` form ``Camp``). Each result
-is written to ``OUT_DIR/<group>.png``.
+Batch mode fuses every group of a folder, found by the one grouping rule of
+``ifcnn_jax.io.testsets`` (shared with ``ifcnn-eval`` and training's real-pair
+evaluation): ``NAME-A/-B/-C`` sets, ``NAME_Vis/_IR`` pairs, ``NAME_1/_2`` series,
+sub-folders of one sequence each, or a ``manifest.json``/``.csv`` (``ifcnn-synth``
+output: ground truths and focus maps are not sources). Each result is written to
+``OUT_DIR/<group>.<format>`` (a group in a sub-folder keeps it: ``Triple Series/lytro-01.png``).
+No output may replace any file of the input folder: such a run is refused before any
+fusion.
 
-User errors (unreadable files, size mismatches, ...) print one line and exit with 2;
-in batch mode a bad group is reported and skipped, and the exit status is 1.
+Everything that can be checked before the work is: the output, the model file, the
+sources' headers (sizes, read without decoding) and the memory a fusion needs.
+Compiled programs are kept in a persistent cache (``--compilation-cache``), so
+repeated runs skip compiling. User errors print one line and exit with 2; in batch
+mode a bad group is reported and skipped, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import re
 import sys
 import time
-from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ifcnn_jax.cli.common import run_command
+from ifcnn_jax.cli.common import (
+    add_compilation_cache_argument,
+    enable_compilation_cache,
+    progress_enabled,
+    run_command,
+)
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.images import (
     IMAGE_SUFFIXES,
-    is_image_path,
     read_image,
     refuse_overwriting,
     write_image,
 )
 from ifcnn_jax.io.model_files import resolve_model_dir
+from ifcnn_jax.io.testsets import ImageGroup, find_groups
 from ifcnn_jax.preflight import check_sources
 from ifcnn_jax.tasks import TASKS
-
-_GROUP_SUFFIX = re.compile(r"^(?P<group>.+?)[-_ ][^-_ ]+$")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ifcnn-fuse",
         description="Fuse registered images with IFCNN.",
-        epilog="Examples:\n  ifcnn-fuse --task multifocus --model checkpoints/ifcnn-max "
-        "a.jpg b.jpg -o fused.png\n  ifcnn-fuse --task exposure --model checkpoints "
-        "--batch sequences/ -o fused/",
+        epilog="Examples:\n  ifcnn-fuse --task multifocus a.jpg b.jpg -o fused.png\n"
+        "  ifcnn-fuse --task exposure --model IFCNN-MEAN --batch sequences/ -o fused/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sources", nargs="*", metavar="SRC", help="two or more source images")
     parser.add_argument("--task", required=True, choices=TASKS, help="fusion recipe")
     parser.add_argument(
         "--model",
-        required=True,
+        default=None,
         metavar="MODEL",
-        help="checkpoint directory, released .pth file, or a folder of them "
-        "(the task's default model is picked: MAX, or MEAN for exposure)",
+        help="IFCNN-MAX|IFCNN-SUM|IFCNN-MEAN (downloaded once), a checkpoint directory, a .pth "
+        "file, or a folder of them (default: the demo's released model for the task)",
     )
     parser.add_argument(
         "-o",
         "--output",
-        required=True,
         metavar="OUT",
         help="output image (single mode) or output folder (--batch)",
     )
     parser.add_argument("--batch", metavar="DIR", help="fuse every group of images in DIR")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="with --batch: list the groups and their sources, fuse nothing"
+    )
     parser.add_argument(
         "--tile",
         type=int,
@@ -83,51 +96,69 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("png", "tif", "jpg", "bmp"),
         help="image type of batch outputs (default png)",
     )
+    add_compilation_cache_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return parser
 
 
-def group_folder(folder: Path) -> dict[str, list[Path]]:
-    """Image groups in ``folder``: one per sub-folder, and files grouped by name stem."""
+def batch_groups(folder: Path, task: str) -> tuple[list[ImageGroup], list[Path]]:
+    """The groups ``--batch`` fuses in ``folder`` and the images that fit no group."""
     if not folder.is_dir():
         raise IFCNNError(f"{folder}: not a folder")
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            images = sorted(
-                p for p in entry.iterdir() if p.is_file() and is_image_path(p) and not p.name.startswith(".")
-            )
-            if images:
-                groups[entry.name].extend(images)
-        elif entry.is_file() and is_image_path(entry):
-            match = _GROUP_SUFFIX.match(entry.stem)
-            groups[match.group("group") if match else entry.stem].append(entry)
-    if not groups:
-        raise IFCNNError(f"{folder}: no images found (looked for {' '.join(IMAGE_SUFFIXES)})")
-    return dict(groups)
+    image_set = find_groups(folder, task)
+    if not image_set.groups:
+        raise IFCNNError(f"{folder}: no groups of images found (looked for {' '.join(IMAGE_SUFFIXES)})")
+    return list(image_set.groups), list(image_set.skipped)
 
 
 def _refuse_overwriting_sources(output: Path, sources: list[Path]) -> None:
     refuse_overwriting(output, sources, advice=" with the fused result")
 
 
-def fuse_files(model, sources: list[Path], output: Path, task: str, tile: int | None) -> None:
-    """Reads, fuses and atomically writes one group."""
+def fuse_files(
+    model, sources: list[Path], output: Path, task: str, tile: int | None, progress: bool = False
+) -> None:
+    """Reads, fuses and atomically writes one group (with a bar over the tiles of a
+    tiled fusion when ``progress``)."""
     from ifcnn_jax.recipes import fuse  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
     _refuse_overwriting_sources(output, sources)
     check_sources(sources)
     images = [read_image(p) for p in sources]
-    fused = fuse(model, images, task, tile=tile, names=[str(p) for p in sources])
+    with tile_progress(progress) as on_tile:
+        fused = fuse(model, images, task, tile=tile, names=[str(p) for p in sources], progress=on_tile)
     write_image(output, fused)
 
 
-def _load_model(model_arg: str, task: str):
+@contextlib.contextmanager
+def tile_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``(done, total)`` callback drawing a bar over the tiles of one fusion, or None."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm  # noqa: PLC0415 - lazy: only long (tiled) fusions draw a bar
+
+    bar = None
+
+    def on_tile(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="tiles", unit="tile", leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield on_tile
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _load_model(model_arg: str | None, task: str, args):
     from ifcnn_jax.model import load  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
-    return load(str(resolve_model_dir(model_arg, task)))
+    path = resolve_model_dir(model_arg, task, quiet=args.quiet)
+    enable_compilation_cache(args.compilation_cache)
+    return load(str(path))
 
 
 def _run_single(args) -> int:
@@ -136,6 +167,8 @@ def _run_single(args) -> int:
             f"fusion needs at least 2 sources, got {len(args.sources)}"
             + (f" ({args.sources[0]})" if args.sources else "")
         )
+    if not args.output:
+        raise IFCNNError("give the output image with -o OUT")
     output = Path(args.output)
     if output.is_dir():
         raise IFCNNError(f"{output} is a folder; give an output file name such as {output / 'fused.png'}")
@@ -151,9 +184,9 @@ def _run_single(args) -> int:
     if not output.parent.is_dir() and str(output.parent):
         raise IFCNNError(f"{output}: output folder {output.parent} does not exist")
     check_sources(sources)
-    model = _load_model(args.model, args.task)
+    model = _load_model(args.model, args.task, args)
     start = time.perf_counter()
-    fuse_files(model, sources, output, args.task, args.tile)
+    fuse_files(model, sources, output, args.task, args.tile, progress=progress_enabled(args.quiet))
     if not args.quiet:
         print(
             f"wrote {output} ({args.task}, {model.fuse_rule.upper()} model, "
@@ -168,30 +201,40 @@ def _run_batch(args) -> int:
     if args.sources:
         raise IFCNNError("give either source images or --batch DIR, not both")
     batch_dir = Path(args.batch)
-    groups = group_folder(batch_dir)
+    groups, skipped = batch_groups(batch_dir, args.task)
+    if args.dry_run:
+        for group in groups:
+            print(f"{group.name}: {', '.join(str(p.relative_to(batch_dir)) for p in group.sources)}")
+        for path in skipped:
+            print(f"(not in any group: {path.relative_to(batch_dir)})")
+        print(f"{len(groups)} groups in {batch_dir}")
+        return 0
+    if not args.output:
+        raise IFCNNError("give the output folder with -o OUT_DIR")
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise IFCNNError(f"{out_dir}: exists and is not a folder")
     # No output may land on any file of the input tree (another group's source, a
     # ground truth, anything): refuse before fusing anything.
     input_files = {p.resolve() for p in batch_dir.rglob("*") if p.is_file()}
-    for name in groups:
+    outputs = {group.name: out_dir / f"{group.name}.{args.format}" for group in groups}
+    for output in outputs.values():
         refuse_overwriting(
-            out_dir / f"{name}.{args.format}",
+            output,
             input_files,
             what="input file",
             advice=f" of {batch_dir}; write the results to another folder (-o)",
         )
-    model = _load_model(args.model, args.task)
+    for path in skipped:
+        print(f"skipping {path}: it fits no group", file=sys.stderr)
+    model = _load_model(args.model, args.task, args)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    with tqdm(sorted(groups.items()), desc="fusing", unit="group", disable=args.quiet) as bar:
-        for name, paths in bar:
-            bar.set_postfix_str(name)
+    with tqdm(groups, desc="fusing", unit="group", disable=not progress_enabled(args.quiet)) as bar:
+        for group in bar:
+            bar.set_postfix_str(group.name)
             try:
-                if len(paths) < 2:
-                    raise IFCNNError(f"group {name!r} has only one image ({paths[0]})")
-                fuse_files(model, paths, out_dir / f"{name}.{args.format}", args.task, args.tile)
+                fuse_files(model, list(group.sources), outputs[group.name], args.task, args.tile)
             except IFCNNError as exc:
                 failures += 1
                 tqdm.write(f"error: {exc}", file=sys.stderr)
@@ -206,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.tile is not None and args.tile < 0:
             raise IFCNNError(f"--tile must be 0 (off) or a positive size, got {args.tile}")
+        if args.dry_run and not args.batch:
+            raise IFCNNError("--dry-run lists the groups of --batch DIR; give --batch")
         return _run_batch(args) if args.batch else _run_single(args)
 
     return run_command(body)

@@ -22,7 +22,8 @@ from ifcnn_jax.data import synthesis
 from ifcnn_jax.data.photos import FolderCollection, PhotoCollection
 from ifcnn_jax.data.synthesis import example_rng, to_uint8
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.io.images import write_bytes_atomic, write_image
+from ifcnn_jax.io.atomic import write_bytes_atomic
+from ifcnn_jax.io.images import write_image
 
 SOURCE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

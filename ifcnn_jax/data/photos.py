@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,15 @@ class PhotoCollection(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> Photo: ...
+
+
+def require_train_extra(module: str):
+    """Imports ``module``, one of the [train] extra's (TFDS, scikit-image), or says how to
+    install it (they are slow to import, and only these collections need them)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise IFCNNError(f"{module.split('.')[0]} is missing: pip install 'ifcnn-jax[train]'") from exc
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -161,7 +171,7 @@ class TfdsCollection:
         image_key: str = "image",
         depth_key: str | None = "depth",
     ):
-        import tensorflow_datasets as tfds  # noqa: PLC0415 - Lazy: slow to import, only needed here
+        tfds = require_train_extra("tensorflow_datasets")
 
         try:
             self.source = tfds.data_source(name, split=split, data_dir=data_dir or None)
@@ -190,18 +200,18 @@ class TfdsCollection:
 
 
 def _skimage_photo(name: str) -> Photo:
-    import skimage.data  # noqa: PLC0415 - lazy: slow to import; only this collection needs it
+    skimage_data = require_train_extra("skimage.data")
 
     if name == "motorcycle_left":
-        left, _, disparity = skimage.data.stereo_motorcycle()
+        left, _, disparity = skimage_data.stereo_motorcycle()
         # Disparity is inverse depth: nearer objects shift more between the views.
         with np.errstate(divide="ignore"):
             depth = np.where(np.isfinite(disparity) & (disparity > 0), 1.0 / disparity, np.nan)
         return Photo(left, depth.astype(np.float32), name)
     if name == "motorcycle_right":
-        _, right, _ = skimage.data.stereo_motorcycle()
+        _, right, _ = skimage_data.stereo_motorcycle()
         return Photo(right, None, name)
-    return Photo(synthesis.to_rgb(getattr(skimage.data, name)()).astype(np.uint8), None, name)
+    return Photo(synthesis.to_rgb(getattr(skimage_data, name)()).astype(np.uint8), None, name)
 
 
 class SkimageCollection:
