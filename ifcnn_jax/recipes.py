@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ifcnn_jax.decision_map import DecisionMapSettings, fuse_by_decision_map
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.inference import forward
 from ifcnn_jax.io.images import to_8bit
@@ -50,6 +51,7 @@ def fuse(
     tile: int | None = None,
     names: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    decision_map: bool = False,
 ) -> np.ndarray:
     """Fuses two or more registered source images with a task recipe.
 
@@ -65,6 +67,10 @@ def fuse(
       names: optional labels for the images (file names), used in error messages.
       progress: optional ``progress(done, total)`` called after each tile of a tiled
         fusion (a progress bar for long fusions).
+      decision_map: multifocus only: compose the result from the sources' own pixels,
+        weighted by a cleaned per-pixel map of which source is in focus, decided from
+        the network's output (``ifcnn_jax.decision_map``; :func:`fuse_with_focus_map`
+        also returns the map).
 
     Returns:
       The fused image: ``(H, W, 3)`` RGB when the result is in colour, else ``(H, W)``;
@@ -81,6 +87,10 @@ def fuse(
         raise IFCNNError(f"fusion needs at least 2 sources, got {len(images)}{listed}")
     images = [_check_image(image, name) for image, name in zip(images, names)]
     _check_same_size(images, names)
+    if decision_map:
+        if task != "multifocus":
+            raise IFCNNError(f"decision_map=True is for the multifocus task, not {task}")
+        return fuse_with_focus_map(model, images, tile=tile, names=names, progress=progress)[0]
     recipe = {
         "multifocus": _multifocus,
         "infrared": _gray_modalities,
@@ -202,6 +212,35 @@ def _multifocus(model, images, names, task, tile, progress):
     fused = _run_network(model, images, IMAGENET_MEAN, IMAGENET_STD, tile, progress)
     fused = _quantise(fused, kind)
     return fused if any(colour) else _rgb_to_gray(fused)
+
+
+def fuse_with_focus_map(
+    model: IFCNN,
+    images: Sequence[np.ndarray],
+    *,
+    tile: int | None = None,
+    names: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    settings: DecisionMapSettings = DecisionMapSettings(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decision-map multi-focus fusion (see ``ifcnn_jax.decision_map``): returns
+    ``(fused, labels)``, the result in the sources' type and layout (rounded, not
+    truncated: it is composed from the sources' pixels) and the ``(H, W)`` int32 map of
+    the in-focus source's index. ``images``, ``tile``, ``names`` and ``progress`` are as
+    for :func:`fuse`."""
+    names = list(names) if names is not None else [f"source {i + 1}" for i in range(len(images))]
+    if len(images) < 2:
+        raise IFCNNError(f"fusion needs at least 2 sources, got {len(images)}")
+    images = [_check_image(image, name) for image, name in zip(images, names)]
+    _check_same_size(images, names)
+    _all_colour_or_all_gray(images, names, "multifocus")
+    kind = _output_kind(images)
+    network = _run_network(model, images, IMAGENET_MEAN, IMAGENET_STD, tile, progress)
+    fused, labels = fuse_by_decision_map(network, [_to_unit(im) for im in images], settings)
+    if kind == "float":
+        return fused, labels
+    peak = 65535 if kind == "uint16" else 255
+    return np.round(fused * np.float32(peak)).astype(kind), labels
 
 
 def _gray_modalities(model, images, names, task, tile, progress):

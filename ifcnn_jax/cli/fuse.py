@@ -43,6 +43,7 @@ from ifcnn_jax.cli.common import (
     progress_enabled,
     run_command,
 )
+from ifcnn_jax.decision_map import focus_map_image
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.images import (
     IMAGE_SUFFIXES,
@@ -96,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("png", "tif", "jpg", "bmp"),
         help="image type of batch outputs (default png)",
     )
+    parser.add_argument(
+        "--decision-map",
+        action="store_true",
+        help="multifocus: compose the result from the sources' own pixels, weighted by a cleaned "
+        "map of which source is in focus (decided from the network's output)",
+    )
+    parser.add_argument(
+        "--focus-map",
+        metavar="FILE",
+        help="with --decision-map (single mode): also write the map as a gray image "
+        "(source k -> k * 255 // (N - 1))",
+    )
     add_compilation_cache_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return parser
@@ -116,18 +129,36 @@ def _refuse_overwriting_sources(output: Path, sources: list[Path]) -> None:
 
 
 def fuse_files(
-    model, sources: list[Path], output: Path, task: str, tile: int | None, progress: bool = False
+    model,
+    sources: list[Path],
+    output: Path,
+    task: str,
+    tile: int | None,
+    progress: bool = False,
+    *,
+    decision_map: bool = False,
+    focus_map: Path | None = None,
 ) -> None:
     """Reads, fuses and atomically writes one group (with a bar over the tiles of a
-    tiled fusion when ``progress``)."""
-    from ifcnn_jax.recipes import fuse  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
+    tiled fusion when ``progress``); with ``decision_map``, by decision-map fusion, and
+    the map written to ``focus_map`` when given."""
+    from ifcnn_jax.recipes import (  # noqa: PLC0415 - lazy: slow to import; only fusing needs it
+        fuse,
+        fuse_with_focus_map,
+    )
 
     _refuse_overwriting_sources(output, sources)
     check_sources(sources)
     images = [read_image(p) for p in sources]
+    names = [str(p) for p in sources]
     with tile_progress(progress) as on_tile:
-        fused = fuse(model, images, task, tile=tile, names=[str(p) for p in sources], progress=on_tile)
+        if decision_map:
+            fused, labels = fuse_with_focus_map(model, images, tile=tile, names=names, progress=on_tile)
+        else:
+            fused = fuse(model, images, task, tile=tile, names=names, progress=on_tile)
     write_image(output, fused)
+    if focus_map is not None:
+        write_image(focus_map, focus_map_image(labels, len(images)))
 
 
 @contextlib.contextmanager
@@ -183,10 +214,26 @@ def _run_single(args) -> int:
     _refuse_overwriting_sources(output, sources)
     if not output.parent.is_dir() and str(output.parent):
         raise IFCNNError(f"{output}: output folder {output.parent} does not exist")
+    focus_map = Path(args.focus_map) if args.focus_map else None
+    if focus_map is not None:
+        if focus_map.suffix.lower() not in IMAGE_SUFFIXES or focus_map.resolve() == output.resolve():
+            raise IFCNNError(f"{focus_map}: give the focus map an image name of its own (.png)")
+        refuse_overwriting(focus_map, sources, advice=" with the focus map")
+        if not focus_map.parent.is_dir() and str(focus_map.parent):
+            raise IFCNNError(f"{focus_map}: output folder {focus_map.parent} does not exist")
     check_sources(sources)
     model = _load_model(args.model, args.task, args)
     start = time.perf_counter()
-    fuse_files(model, sources, output, args.task, args.tile, progress=progress_enabled(args.quiet))
+    fuse_files(
+        model,
+        sources,
+        output,
+        args.task,
+        args.tile,
+        progress=progress_enabled(args.quiet),
+        decision_map=args.decision_map,
+        focus_map=focus_map,
+    )
     if not args.quiet:
         print(
             f"wrote {output} ({args.task}, {model.fuse_rule.upper()} model, "
@@ -234,7 +281,14 @@ def _run_batch(args) -> int:
         for group in bar:
             bar.set_postfix_str(group.name)
             try:
-                fuse_files(model, list(group.sources), outputs[group.name], args.task, args.tile)
+                fuse_files(
+                    model,
+                    list(group.sources),
+                    outputs[group.name],
+                    args.task,
+                    args.tile,
+                    decision_map=args.decision_map,
+                )
             except IFCNNError as exc:
                 failures += 1
                 tqdm.write(f"error: {exc}", file=sys.stderr)
@@ -251,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
             raise IFCNNError(f"--tile must be 0 (off) or a positive size, got {args.tile}")
         if args.dry_run and not args.batch:
             raise IFCNNError("--dry-run lists the groups of --batch DIR; give --batch")
+        if args.decision_map and args.task != "multifocus":
+            raise IFCNNError(f"--decision-map is for --task multifocus, not {args.task}")
+        if args.focus_map and not args.decision_map:
+            raise IFCNNError("--focus-map writes the map of --decision-map; give --decision-map")
+        if args.focus_map and args.batch:
+            raise IFCNNError("--focus-map is for single mode, not --batch")
         return _run_batch(args) if args.batch else _run_single(args)
 
     return run_command(body)
