@@ -21,6 +21,7 @@ from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.checkpoints import load_params
 from ifcnn_jax.io.model_files import released_name, released_weights
 from ifcnn_jax.io.state_dicts import params_from_release_file, rule_from_filename
+from ifcnn_jax.io.weight_files import load_npz, shipped_path
 
 FuseRule = Literal["max", "sum", "mean"]
 FUSE_RULES: tuple[str, ...] = ("max", "sum", "mean")
@@ -184,13 +185,22 @@ def load(path: str, fuse_rule: FuseRule | None = None) -> IFCNN:
     (the rule comes from the file name, IFCNN-MAX/SUM/MEAN, or from ``fuse_rule``), or
     the name of a released model (``"IFCNN-MAX"``, ``"IFCNN-SUM"``, ``"IFCNN-MEAN"``),
     downloaded once into the user cache and checked against its recorded SHA-256
-    (``ifcnn_jax.io.model_files``). Raises ``IFCNNError`` for a missing path, a
-    checkpoint of another kind, or parameters of the wrong names or shapes.
+    (``ifcnn_jax.io.model_files``), or the name of a model shipped in the package
+    (``"ifcnn-jax-mf"``; see docs/models.md) or any ``.npz`` weights file of that kind.
+    Raises ``IFCNNError`` for a missing path, a checkpoint of another kind, or
+    parameters of the wrong names or shapes.
     """
-    if not os.path.exists(path) and released_name(str(path)):
+    if not os.path.exists(path) and shipped_path(str(path)) is not None:
+        path = str(shipped_path(str(path)))
+    elif not os.path.exists(path) and released_name(str(path)):
         path = str(released_weights(str(path)))
 
-    if str(path).lower().endswith((".pth", ".pt")) and not os.path.isdir(path):
+    if str(path).lower().endswith(".npz") and not os.path.isdir(path):
+        params, metadata = load_npz(path)
+        if metadata.get("kind") != "ifcnn":
+            raise IFCNNError(f"{path}: weights of kind {metadata.get('kind')!r}, not an IFCNN model")
+        rule = fuse_rule or metadata.get("fuse_rule")
+    elif str(path).lower().endswith((".pth", ".pt")) and not os.path.isdir(path):
         params = params_from_release_file(path)
         rule = fuse_rule or rule_from_filename(path)
         if rule is None:

@@ -19,12 +19,14 @@ from pathlib import Path
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.atomic import write_bytes_atomic
+from ifcnn_jax.io.weight_files import shipped_path
 from ifcnn_jax.tasks import DEFAULT_RULE
 
 RELEASE_URL = "https://github.com/uzeful/IFCNN/raw/master/Code/snapshots"
 URL_ENV = "IFCNN_WEIGHTS_URL"
 CACHE_ENV = "IFCNN_CACHE_DIR"
 DOWNLOAD_TIMEOUT_S = 60
+MULTIFOCUS_MODEL = "ifcnn-jax-mf"
 
 # name -> (fusion rule, SHA-256 of the authors' file Code/snapshots/<name>.pth)
 RELEASED: dict[str, tuple[str, str]] = {
@@ -97,6 +99,15 @@ def released_weights(name: str, *, quiet: bool = False) -> Path:
     return path
 
 
+def default_model(task: str) -> str:
+    """The model a task uses when none is named: this project's shipped multi-focus
+    weights for ``multifocus`` when the package holds them (docs/models.md), else the
+    demo's released model (MAX, or MEAN for exposure)."""
+    if task == "multifocus" and shipped_path(MULTIFOCUS_MODEL) is not None:
+        return MULTIFOCUS_MODEL
+    return f"IFCNN-{DEFAULT_RULE[task].upper()}"
+
+
 def resolve_model_dir(model: str | None, task: str, *, quiet: bool = False) -> Path:
     """The model to use for ``task``.
 
@@ -106,14 +117,16 @@ def resolve_model_dir(model: str | None, task: str, *, quiet: bool = False) -> P
     ``task`` by name (MAX, or MEAN for exposure).
     """
     if model is None:
-        model = f"IFCNN-{DEFAULT_RULE[task].upper()}"
+        model = default_model(task)
     path = Path(model)
     if (path / "metadata").exists() or (path / "params").exists():
         return path
     if path.is_file():
-        if path.suffix.lower() in (".pth", ".pt"):
+        if path.suffix.lower() in (".pth", ".pt", ".npz"):
             return path
-        raise IFCNNError(f"{path}: not a checkpoint directory or a .pth file")
+        raise IFCNNError(f"{path}: not a checkpoint directory, a .pth or a .npz weights file")
+    if not path.exists() and shipped_path(str(model)) is not None:
+        return shipped_path(str(model))
     if not path.exists() and released_name(str(model)):
         return released_weights(str(model), quiet=quiet)
     rule = DEFAULT_RULE[task]

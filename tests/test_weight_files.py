@@ -1,0 +1,52 @@
+"""Weights files shipped in the package (``.npz``, no pickle): round trip, refusal of
+pickled content, and loading by path through ``ifcnn_jax.load``."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from flax import nnx
+
+import ifcnn_jax
+from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.weight_files import load_npz, save_npz
+from ifcnn_jax.model import new_ifcnn
+
+
+def _model_tree(seed: int) -> dict:
+    model = new_ifcnn("max", seed=seed)
+    return nnx.to_pure_dict(nnx.state(model))
+
+
+def test_round_trip_and_load_by_path(tmp_path):
+    tree = _model_tree(4)
+    path = save_npz(tmp_path / "w.npz", tree, {"kind": "ifcnn", "fuse_rule": "sum", "step": 3})
+    params, metadata = load_npz(path)
+    assert metadata == {"kind": "ifcnn", "fuse_rule": "sum", "step": 3}
+    assert set(params) == set(tree) and set(params["conv2"]["bn"]) == {"scale", "bias", "mean", "var"}
+    np.testing.assert_array_equal(
+        params["conv2"]["conv"]["kernel"], np.asarray(tree["conv2"]["conv"]["kernel"])
+    )
+    model = ifcnn_jax.load(str(path))
+    assert model.fuse_rule == "sum"
+    np.testing.assert_array_equal(np.asarray(model.conv4.bias[...]), np.asarray(tree["conv4"]["bias"]))
+
+
+def test_a_pickled_array_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    path = tmp_path / "evil.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("conv1/kernel.npy", buffer.getvalue())
+        archive.writestr("__metadata__.npy", buffer.getvalue())
+    with pytest.raises(IFCNNError, match="not a weights file"):
+        load_npz(path)
+
+
+def test_weights_of_another_kind_are_refused(tmp_path):
+    path = save_npz(tmp_path / "r.npz", {"w": np.zeros(2, np.float32)}, {"kind": "resnet101"})
+    with pytest.raises(IFCNNError, match="not an IFCNN model"):
+        ifcnn_jax.load(str(path))
