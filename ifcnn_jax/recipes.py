@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ifcnn_jax.align import ALIGNABLE_TASKS, METHODS, Alignment
+from ifcnn_jax.align import align as register
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.inference import forward
 from ifcnn_jax.io.images import to_8bit
@@ -49,8 +51,11 @@ def fuse(
     *,
     tile: int | None = None,
     names: Sequence[str] | None = None,
+    align: str = "off",
+    align_reference: int = 0,
+    crop: bool = False,
 ) -> np.ndarray:
-    """Fuses two or more registered source images with a task recipe.
+    """Fuses two or more source images with a task recipe.
 
     Args:
       model: an inference-mode IFCNN (``ifcnn_jax.load``). The demo uses the MAX model
@@ -62,14 +67,57 @@ def fuse(
       tile: forwarded to :func:`ifcnn_jax.inference.forward` (None: automatic tiling
         of very large images; 0: never; an int: that tile size).
       names: optional labels for the images (file names), used in error messages.
+      align: ``off`` (the default: the sources are registered already), or the motion
+        model with which every source is first registered to one of them
+        (``translation``, ``euclidean``, ``affine``, ``homography``; see
+        :func:`ifcnn_jax.align.align`). Only for ``multifocus`` and ``exposure``.
+      align_reference: index (0-based) of the source the others are registered to.
+      crop: with ``align``, crop the result to the area all sources cover; without it
+        (the default) the uncovered areas are filled from the reference.
 
     Returns:
       The fused image: ``(H, W, 3)`` RGB when the result is in colour, else ``(H, W)``;
       ``uint8`` unless all sources are ``uint16`` (then ``uint16``, gray recipes and
-      multifocus only) or float (then float32 in [0, 1]).
+      multifocus only) or float (then float32 in [0, 1]). Call
+      :func:`ifcnn_jax.align.align` first to get the estimated transforms.
     """
+    fused, _ = fuse_with_alignment(
+        model,
+        images,
+        task,
+        tile=tile,
+        names=names,
+        align=align,
+        align_reference=align_reference,
+        crop=crop,
+    )
+    return fused
+
+
+def fuse_with_alignment(
+    model: IFCNN,
+    images: Sequence[np.ndarray],
+    task: str = "multifocus",
+    *,
+    tile: int | None = None,
+    names: Sequence[str] | None = None,
+    align: str = "off",
+    align_reference: int = 0,
+    crop: bool = False,
+) -> tuple[np.ndarray, Alignment | None]:
+    """:func:`fuse`, also returning the :class:`~ifcnn_jax.align.Alignment` (None
+    when ``align`` is ``off``)."""
     if task not in TASKS:
         raise IFCNNError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if align not in METHODS:
+        raise IFCNNError(f"unknown alignment method {align!r}; choose one of {', '.join(METHODS)}")
+    if align != "off" and task not in ALIGNABLE_TASKS:
+        raise IFCNNError(
+            f"alignment is for {' and '.join(ALIGNABLE_TASKS)} sources only, not {task}: registration "
+            "across modalities (infrared/visible, medical) is not supported; register them beforehand"
+        )
+    if crop and align == "off":
+        raise IFCNNError("crop applies to aligned sources only: choose an alignment method")
     names = list(names) if names is not None else [f"source {i + 1}" for i in range(len(images))]
     if len(names) != len(images):
         raise IFCNNError(f"got {len(images)} images but {len(names)} names")
@@ -78,13 +126,19 @@ def fuse(
         raise IFCNNError(f"fusion needs at least 2 sources, got {len(images)}{listed}")
     images = [_check_image(image, name) for image, name in zip(images, names)]
     _check_same_size(images, names)
+    alignment = None
+    if align != "off":
+        alignment = register(
+            images, align, align_reference, crop=crop, equalise=task == "exposure", names=names
+        )
+        images = alignment.images
     recipe = {
         "multifocus": _multifocus,
         "infrared": _gray_modalities,
         "medical": _gray_modalities,
         "exposure": _exposure,
     }[task]
-    return recipe(model, images, names, task, tile)
+    return recipe(model, images, names, task, tile), alignment
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
