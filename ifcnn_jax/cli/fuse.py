@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="K",
-        help="0-based index of the source the others are registered to (default 0: the first)",
+        help="0-based index of the source the others are registered to, in the order given "
+        "(--batch: in name order); default 0, the first. For exposure brackets the middle "
+        "exposure registers best",
     )
     parser.add_argument(
         "--crop",
@@ -119,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json",
         metavar="FILE",
-        help="write the alignment report (per source a 3x3 matrix mapping reference pixels to "
-        "source pixels; the reference's is the identity) to FILE",
+        help="write the alignment report to FILE (JSON): per source a 3x3 matrix mapping "
+        "reference pixels to source pixels (the reference's is the identity), ECC's correlation, "
+        "and the shared area; in --batch, one report per group",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return parser
