@@ -339,3 +339,24 @@ def test_api_errors(lytro):
     with pytest.raises(ifcnn_jax.IFCNNError, match="flat"):
         ifcnn_jax.align([a, np.full_like(b, 7)], names=["a", "flat one"])
     assert callable(ifcnn_jax.align) and "align" in dir(ifcnn_jax)
+
+
+def test_batch_mode_aligns_each_group_and_reports_failures(lytro, snapshots, tmp_path):
+    photo = lytro(13, "A")
+    near, far = focus_pair(photo)
+    shift = WARPS["shift"][1]
+    src = tmp_path / "in"
+    src.mkdir()
+    write_image(src / "scene-A.png", crop(near, 132))
+    write_image(src / "scene-B.png", crop(moved(far, shift), 132))
+    write_image(src / "apart-A.png", photo[:200, :200])
+    write_image(src / "apart-B.png", photo[300:500, 300:500])
+    report = tmp_path / "report.json"
+    common = ["--task", "multifocus", "--model", str(snapshots), "--batch", str(src), "-q"]
+    code = main([*common, "-o", str(tmp_path / "out"), "--align", "translation", "--json", str(report)])
+    assert code == 1  # one group failed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene.png"]
+    groups = json.loads(report.read_text())["groups"]
+    assert "apart-B.png: registration to" in groups["apart"]["error"]
+    estimated = np.array(groups["scene"]["sources"][1]["transform"])
+    assert rms_displacement(estimated, in_crop(shift, 132), (256, 256)) < MAX_RMS_PX
