@@ -387,7 +387,7 @@ def _structure_correlation(
     a *= covered
     b *= covered
     denominator = np.sqrt(float(np.vdot(a, a)) * float(np.vdot(b, b)))
-    return float(np.vdot(a, b)) / denominator if denominator > 0 else 0.0
+    return float(np.vdot(a, b) / denominator) if denominator > 0 else 0.0
 
 
 def _check_plausible(transform: np.ndarray, shape, name: str, ref_name: str) -> None:
