@@ -57,6 +57,7 @@ MIN_OVERLAP = 0.5  # fraction of the reference that a registered source must cov
 EXPOSURE_DIFFERENCE = 0.05  # mean brightness difference above which images are equalised
 MIN_STRUCTURE_CORRELATION = 0.3  # band-pass correlation of the registered images (see below)
 COARSEST_SIDE = 64  # the pyramid stops before its shorter side gets below this
+MAX_REGISTRATION_SIDE = 2048  # larger images are registered on a pyramid level this size
 CONVENTION = "transform @ (x, y, 1) of a reference pixel gives the source pixel; pixel centres at integers"
 _ECC_ITERATIONS = 60
 _ECC_EPS = 1e-5
@@ -289,8 +290,8 @@ def _scaled(transform: np.ndarray, factor: float) -> np.ndarray:
 def _register(
     ref_pyramid: list[np.ndarray], src_pyramid: list[np.ndarray], method: str, name: str, ref_name: str
 ) -> tuple[np.ndarray, float]:
-    """ECC coarse to fine from a phase-correlation start; the transform and ECC's
-    correlation at full resolution."""
+    """ECC coarse to fine from a phase-correlation start; the transform (in full
+    resolution pixels) and ECC's correlation at the finest level registered."""
     coarsest = len(ref_pyramid) - 1
     ref0, src0 = ref_pyramid[coarsest], src_pyramid[coarsest]
     window = cv2.createHanningWindow(ref0.shape[::-1], cv2.CV_32F)
@@ -298,7 +299,8 @@ def _register(
     transform = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])  # at the coarsest level
     motion = _MOTION[method]
     rho = 0.0
-    for level in range(coarsest, -1, -1):
+    finest = _finest_level(ref_pyramid)
+    for level in range(coarsest, finest - 1, -1):
         if level != coarsest:
             transform = _scaled(transform, 2.0)
         warp = transform.astype(np.float32) if method == "homography" else transform[:2].astype(np.float32)
@@ -321,7 +323,17 @@ def _register(
         if not np.isfinite(transform).all() or abs(transform[2, 2]) < 1e-12:
             raise IFCNNError(f"{name}: registration to {ref_name} failed: degenerate transform")
         transform /= transform[2, 2]
-    return transform, float(rho)
+    return _scaled(transform, 2.0**finest), float(rho)
+
+
+def _finest_level(pyramid: list[np.ndarray]) -> int:
+    """The finest level ECC runs on: full resolution up to ``MAX_REGISTRATION_SIDE``
+    pixels on the long side, else the first level that fits (a large photo is
+    registered on a downsampled copy, to a fraction of its pixel)."""
+    level = 0
+    while level < len(pyramid) - 1 and max(pyramid[level].shape) > MAX_REGISTRATION_SIDE:
+        level += 1
+    return level
 
 
 def _corners(shape: tuple[int, int]) -> np.ndarray:
@@ -365,7 +377,7 @@ def _structure_correlation(
     the Lytro pairs and 0.31 for any two frames of a MEDataset bracket; of 320
     registrations of non-overlapping crops and unrelated photos, the only ones above
     0.3 that passed the other checks were adjacent crops of a repetitive scene."""
-    level = min(1, len(ref_pyramid) - 1)
+    level = min(max(1, _finest_level(ref_pyramid)), len(ref_pyramid) - 1)
     reference, source = ref_pyramid[level], src_pyramid[level]
     transform = _scaled(transform, 0.5**level)
     height, width = reference.shape
@@ -412,16 +424,23 @@ def _check_plausible(transform: np.ndarray, shape, name: str, ref_name: str) -> 
         )
 
 
-def _covered(transform: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Reference pixels whose source position lies inside the source image."""
+def _covered(transform: np.ndarray, shape: tuple[int, int], rows: int = 256) -> np.ndarray:
+    """Reference pixels whose source position lies inside the source image (computed
+    in bands of ``rows`` rows, so a large image costs little besides the mask)."""
     height, width = shape
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     t = transform.astype(np.float32)
-    w = t[2, 0] * xs + t[2, 1] * ys + t[2, 2]
-    u = (t[0, 0] * xs + t[0, 1] * ys + t[0, 2]) / w
-    v = (t[1, 0] * xs + t[1, 1] * ys + t[1, 2]) / w
+    xs = np.arange(width, dtype=np.float32)[None, :]
     eps = 1e-3
-    return (w > 0) & (u >= -eps) & (u <= width - 1 + eps) & (v >= -eps) & (v <= height - 1 + eps)
+    out = np.empty(shape, bool)
+    for top in range(0, height, rows):
+        ys = np.arange(top, min(top + rows, height), dtype=np.float32)[:, None]
+        w = t[2, 0] * xs + t[2, 1] * ys + t[2, 2]
+        u = (t[0, 0] * xs + t[0, 1] * ys + t[0, 2]) / w
+        v = (t[1, 0] * xs + t[1, 1] * ys + t[1, 2]) / w
+        out[top : top + rows] = (
+            (w > 0) & (u >= -eps) & (u <= width - 1 + eps) & (v >= -eps) & (v <= height - 1 + eps)
+        )
+    return out
 
 
 def _largest_rectangle(mask: np.ndarray) -> tuple[int, int, int, int]:
