@@ -239,3 +239,50 @@ def train_step_case(
         torch_train_step(torch_device, batch, size, seed),
         images=batch,
     )
+
+
+ALIGN_PAIR_DESCRIPTION = (
+    "register one 520x520 RGB pair (ifcnn_jax.align, homography, coarse to fine ECC): "
+    "lytro-01-A and lytro-01-B warped by a known small homography"
+)
+
+
+def align_case(size: int = 520, method: str = "homography") -> Case:
+    """Registration of one pair, as ``ifcnn-fuse --align`` runs it before fusing: the
+    release multi-focus pair lytro-01 with B warped by a small homography (a smooth
+    random texture of the same size if the release images are missing). NumPy and
+    OpenCV only: no PyTorch counterpart."""
+    import cv2  # noqa: PLC0415 - lazy: only this case needs OpenCV
+
+    from ifcnn_jax.align import align  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+    from ifcnn_jax.io.images import read_image  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
+
+    env = os.environ.get("IFCNN_RELEASE_DIR")
+    folder = (Path(env) if env else DEFAULT_RELEASE_DIR) / "datasets" / "CMFDataset"
+    if (folder / "lytro-01-A.jpg").is_file():
+        a, b = (read_image(folder / f"lytro-01-{s}.jpg")[:size, :size] for s in "AB")
+        source = "release lytro-01"
+    else:
+        rng = np.random.default_rng(0)
+        noise = cv2.GaussianBlur(rng.random((size, size, 3)).astype(np.float32), (0, 0), 3)
+        a = b = np.clip((noise - noise.min()) / np.ptp(noise) * 255, 0, 255).astype(np.uint8)
+        source = "synthetic texture (release images not found)"
+    c = (size - 1) / 2
+    centre = np.array([[1, 0, -c], [0, 1, -c], [0, 0, 1.0]])
+    warp = (
+        np.linalg.inv(centre)
+        @ np.array([[1.01, 0.015, 3.0], [-0.012, 0.995, -2.0], [5e-5, -4e-5, 1]])
+        @ centre
+    )
+    b = cv2.warpPerspective(b, warp, (size, size), flags=cv2.INTER_CUBIC)
+
+    def run_jax():
+        return align([a, b], method=method)
+
+    return Case(
+        "align_pair",
+        ALIGN_PAIR_DESCRIPTION + f" ({source})",
+        run_jax,
+        None,
+        megapixels=size * size / 1e6,
+    )

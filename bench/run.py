@@ -13,6 +13,9 @@ Cases (see the README's performance table and bench/NOTES.md):
               --keep-freed-memory gives the PyTorch side the same allocator settings
   large_pair  a synthetic 8192x8192 gray pair: wall time and peak resident memory,
               in a fresh process (PyTorch cannot hold this image; no ratio)
+  align_pair  registering one 520x520 pair (ifcnn_jax.align, homography), as
+              ifcnn-fuse --align does before fusing; OpenCV only, no PyTorch side
+              (compare with fuse_pair from the same run)
 
 JAX and PyTorch repetitions are interleaved (J, T, J, T, ...) after warm-up and
 compilation, so that load from other processes hits both alike; the report gives
@@ -36,7 +39,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-CASES = ("fuse_pair", "fuse_batch", "train_step", "large_pair")
+CASES = ("fuse_pair", "fuse_batch", "train_step", "large_pair", "align_pair")
 
 
 def _cpu_model() -> str:
@@ -380,9 +383,13 @@ def main(argv: list[str] | None = None) -> int:
                     worker.close()
             if worker is not None:  # the worker's own clocks, timed repetitions only
                 report["cases"][name]["jax_worker_times"] = worker.times[warmup:]
+        elif name == "align_pair":
+            report["cases"][name] = timed_case(bench_cases.align_case(), reps, warmup)
         else:
             report["cases"][name] = large_pair(args.large_size, args.device, args.large_paths.split(","))
         r = report["cases"][name]
+        if r["ratio"] is None and r.get("jax_s") is not None:
+            print(f"[bench] {name}: {r['jax_s']:.3f} s", file=sys.stderr, flush=True)
         if r["ratio"] is not None:
             print(
                 f"[bench] {name}: jax {r['jax_s']:.3f} s, torch {r['torch_s']:.3f} s, ratio {r['ratio']:.2f}",

@@ -3,6 +3,7 @@
 import ifcnn_jax
 model = ifcnn_jax.load("checkpoints/ifcnn-max")      # a converted or trained checkpoint
 fused = ifcnn_jax.fuse(model, [img_a, img_b], task="multifocus")
+fused = ifcnn_jax.fuse(model, [img_a, img_b], task="multifocus", align="homography")  # hand-held
 """
 
 import importlib
@@ -17,6 +18,7 @@ _LAZY = {
     "load": "ifcnn_jax.model",
     "new_ifcnn": "ifcnn_jax.model",
     "fuse": "ifcnn_jax.recipes",
+    "align": "ifcnn_jax.align",
     "read_image": "ifcnn_jax.io.images",
     "write_image": "ifcnn_jax.io.images",
 }
@@ -26,6 +28,7 @@ __all__ = [
     "IFCNNError",
     "DEFAULT_RULE",
     "TASKS",
+    "align",
     "fuse",
     "load",
     "new_ifcnn",

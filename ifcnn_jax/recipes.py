@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ifcnn_jax.align import ALIGNABLE_TASKS, METHODS, Alignment
+from ifcnn_jax.align import align as register
 from ifcnn_jax.decision_map import DecisionMapSettings, fuse_by_decision_map
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.inference import forward
@@ -52,8 +54,11 @@ def fuse(
     names: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     decision_map: bool = False,
+    align: str = "off",
+    align_reference: int = 0,
+    crop: bool = False,
 ) -> np.ndarray:
-    """Fuses two or more registered source images with a task recipe.
+    """Fuses two or more source images with a task recipe.
 
     Args:
       model: an inference-mode IFCNN (``ifcnn_jax.load``). The demo uses the MAX model
@@ -71,14 +76,61 @@ def fuse(
         weighted by a cleaned per-pixel map of which source is in focus, decided from
         the network's output (``ifcnn_jax.decision_map``; :func:`fuse_with_focus_map`
         also returns the map).
+      align: ``off`` (the default: the sources are registered already), or the motion
+        model with which every source is first registered to one of them
+        (``translation``, ``euclidean``, ``affine``, ``homography``; see
+        :func:`ifcnn_jax.align.align`). Only for ``multifocus`` and ``exposure``.
+      align_reference: index (0-based) of the source the others are registered to.
+      crop: with ``align``, crop the result to the area all sources cover; without it
+        (the default) the uncovered areas are filled from the reference.
 
     Returns:
       The fused image: ``(H, W, 3)`` RGB when the result is in colour, else ``(H, W)``;
       ``uint8`` unless all sources are ``uint16`` (then ``uint16``, gray recipes and
-      multifocus only) or float (then float32 in [0, 1]).
+      multifocus only) or float (then float32 in [0, 1]). Call
+      :func:`ifcnn_jax.align.align` first to get the estimated transforms.
     """
+    fused, _ = fuse_with_alignment(
+        model,
+        images,
+        task,
+        tile=tile,
+        names=names,
+        progress=progress,
+        decision_map=decision_map,
+        align=align,
+        align_reference=align_reference,
+        crop=crop,
+    )
+    return fused
+
+
+def fuse_with_alignment(
+    model: IFCNN,
+    images: Sequence[np.ndarray],
+    task: str = "multifocus",
+    *,
+    tile: int | None = None,
+    names: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    decision_map: bool = False,
+    align: str = "off",
+    align_reference: int = 0,
+    crop: bool = False,
+) -> tuple[np.ndarray, Alignment | None]:
+    """:func:`fuse`, also returning the :class:`~ifcnn_jax.align.Alignment` (None
+    when ``align`` is ``off``)."""
     if task not in TASKS:
         raise IFCNNError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if align not in METHODS:
+        raise IFCNNError(f"unknown alignment method {align!r}; choose one of {', '.join(METHODS)}")
+    if align != "off" and task not in ALIGNABLE_TASKS:
+        raise IFCNNError(
+            f"alignment is for {' and '.join(ALIGNABLE_TASKS)} sources only, not {task}: registration "
+            "across modalities (infrared/visible, medical) is not supported; register them beforehand"
+        )
+    if crop and align == "off":
+        raise IFCNNError("crop applies to aligned sources only: choose an alignment method")
     names = list(names) if names is not None else [f"source {i + 1}" for i in range(len(images))]
     if len(names) != len(images):
         raise IFCNNError(f"got {len(images)} images but {len(names)} names")
@@ -87,17 +139,24 @@ def fuse(
         raise IFCNNError(f"fusion needs at least 2 sources, got {len(images)}{listed}")
     images = [_check_image(image, name) for image, name in zip(images, names)]
     _check_same_size(images, names)
+    if decision_map and task != "multifocus":
+        raise IFCNNError(f"decision_map=True is for the multifocus task, not {task}")
+    alignment = None
+    if align != "off":
+        alignment = register(
+            images, align, align_reference, crop=crop, equalise=task == "exposure", names=names
+        )
+        images = alignment.images
     if decision_map:
-        if task != "multifocus":
-            raise IFCNNError(f"decision_map=True is for the multifocus task, not {task}")
-        return fuse_with_focus_map(model, images, tile=tile, names=names, progress=progress)[0]
+        fused, _ = fuse_with_focus_map(model, images, tile=tile, names=names, progress=progress)
+        return fused, alignment
     recipe = {
         "multifocus": _multifocus,
         "infrared": _gray_modalities,
         "medical": _gray_modalities,
         "exposure": _exposure,
     }[task]
-    return recipe(model, images, names, task, tile, progress)
+    return recipe(model, images, names, task, tile, progress), alignment
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -156,7 +215,7 @@ def _run_network(
     mean: np.ndarray,
     std: np.ndarray,
     tile: int | None,
-    progress: Callable[[int, int], None] | None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Scales sources to [0, 1] (gray ones copied to three channels), normalises them,
     fuses, de-normalises and clips to [0, 1]: the demo's ``denorm(...).clamp(0, 1)``,

@@ -3,6 +3,8 @@
     ifcnn-fuse --task multifocus a.jpg b.jpg -o fused.png            # IFCNN-MAX, by name
     ifcnn-fuse --task exposure --model IFCNN-MEAN --batch sequences/ -o fused/
     ifcnn-fuse --task multifocus --batch lytro/ -o fused/ --dry-run  # list the groups only
+    ifcnn-fuse --task multifocus --align homography a.jpg b.jpg -o f.png  # hand-held shots
+    ifcnn-fuse --task multifocus --decision-map --focus-map map.png a.jpg b.jpg -o f.png
 
 ``--model`` is a released model's name (``IFCNN-MAX``, ``IFCNN-SUM``, ``IFCNN-MEAN``:
 downloaded once into the user cache and checked against its SHA-256), a checkpoint
@@ -20,23 +22,34 @@ output: ground truths and focus maps are not sources). Each result is written to
 No output may replace any file of the input folder: such a run is refused before any
 fusion.
 
+``--align`` registers hand-held shots first (multifocus and exposure only): every
+source is registered to the reference (``--align-reference``, default the first) with
+ECC coarse to fine; see :mod:`ifcnn_jax.align`. Areas a source does not cover are
+filled from the reference unless ``--crop`` crops to the area all sources share.
+``--json FILE`` writes the estimated 3x3 transforms. ``--decision-map`` (multifocus)
+composes the result from the sources' own pixels by a cleaned in-focus map
+(:mod:`ifcnn_jax.decision_map`); ``--focus-map FILE`` writes that map.
+
 Everything that can be checked before the work is: the output, the model file, the
 sources' headers (sizes, read without decoding) and the memory a fusion needs.
 Compiled programs are kept in a persistent cache (``--compilation-cache``), so
-repeated runs skip compiling. User errors print one line and exit with 2; in batch
-mode a bad group is reported and skipped, and the exit status is 1.
+repeated runs skip compiling. User errors (unreadable files, size mismatches, a failed
+registration, ...) print one line and exit with 2; in batch mode a bad group is
+reported and skipped, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ifcnn_jax.align import ALIGNABLE_TASKS, METHODS
 from ifcnn_jax.cli.common import (
     add_compilation_cache_argument,
     enable_compilation_cache,
@@ -49,6 +62,7 @@ from ifcnn_jax.io.images import (
     IMAGE_SUFFIXES,
     read_image,
     refuse_overwriting,
+    write_bytes_atomic,
     write_image,
 )
 from ifcnn_jax.io.model_files import resolve_model_dir
@@ -60,9 +74,10 @@ from ifcnn_jax.tasks import TASKS
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ifcnn-fuse",
-        description="Fuse registered images with IFCNN.",
+        description="Fuse images with IFCNN (registered, or hand-held with --align).",
         epilog="Examples:\n  ifcnn-fuse --task multifocus a.jpg b.jpg -o fused.png\n"
-        "  ifcnn-fuse --task exposure --model IFCNN-MEAN --batch sequences/ -o fused/",
+        "  ifcnn-fuse --task exposure --model IFCNN-MEAN --batch sequences/ -o fused/\n"
+        "  ifcnn-fuse --task multifocus --align homography --json transforms.json a.jpg b.jpg -o fused.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sources", nargs="*", metavar="SRC", help="two or more source images")
@@ -109,6 +124,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --decision-map (single mode): also write the map as a gray image "
         "(source k -> k * 255 // (N - 1))",
     )
+    parser.add_argument(
+        "--align",
+        default="off",
+        choices=METHODS,
+        help="register hand-held shots before fusing (multifocus and exposure only): every source "
+        "is registered to the reference with OpenCV's ECC, coarse to fine, with this motion model; "
+        "a failed or implausible registration is an error (default off: sources are registered)",
+    )
+    parser.add_argument(
+        "--align-reference",
+        type=int,
+        default=0,
+        metavar="K",
+        help="0-based index of the source the others are registered to, in the order given "
+        "(--batch: in name order); default 0, the first. For exposure brackets the middle "
+        "exposure registers best",
+    )
+    parser.add_argument(
+        "--crop",
+        action="store_true",
+        help="with --align: crop the result to the largest rectangle all sources cover "
+        "(default: keep the reference's size and fill uncovered areas from the reference)",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the alignment report to FILE (JSON): per source a 3x3 matrix mapping "
+        "reference pixels to source pixels (the reference's is the identity), ECC's correlation, "
+        "and the shared area; in --batch, one report per group",
+    )
     add_compilation_cache_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return parser
@@ -138,12 +183,17 @@ def fuse_files(
     *,
     decision_map: bool = False,
     focus_map: Path | None = None,
-) -> None:
-    """Reads, fuses and atomically writes one group (with a bar over the tiles of a
-    tiled fusion when ``progress``); with ``decision_map``, by decision-map fusion, and
-    the map written to ``focus_map`` when given."""
+    align: str = "off",
+    align_reference: int = 0,
+    crop: bool = False,
+) -> dict:
+    """Reads, (registers,) fuses and atomically writes one group (with a bar over the
+    tiles of a tiled fusion when ``progress``; by decision-map fusion with
+    ``decision_map``, its map written to ``focus_map`` when given); returns its
+    alignment report (identity transforms when ``align`` is ``off``)."""
+    from ifcnn_jax.align import align as register  # noqa: PLC0415 - lazy: slow to import; only fusing needs it
     from ifcnn_jax.recipes import (  # noqa: PLC0415 - lazy: slow to import; only fusing needs it
-        fuse,
+        fuse_with_alignment,
         fuse_with_focus_map,
     )
 
@@ -152,13 +202,38 @@ def fuse_files(
     images = [read_image(p) for p in sources]
     names = [str(p) for p in sources]
     with tile_progress(progress) as on_tile:
+        if align != "off":
+            alignment = register(
+                images, align, align_reference, crop=crop, equalise=task == "exposure", names=names
+            )
+            images = alignment.images
+        else:
+            alignment = register(images, "off", align_reference, names=names)
         if decision_map:
             fused, labels = fuse_with_focus_map(model, images, tile=tile, names=names, progress=on_tile)
         else:
-            fused = fuse(model, images, task, tile=tile, names=names, progress=on_tile)
+            fused, _ = fuse_with_alignment(model, images, task, tile=tile, names=names, progress=on_tile)
     write_image(output, fused)
     if focus_map is not None:
         write_image(focus_map, focus_map_image(labels, len(images)))
+    return {"output": str(output), **alignment.to_dict(names)}
+
+
+def _check_alignment_args(args) -> None:
+    """Early errors for the alignment options (before the model is loaded)."""
+    if args.align != "off" and args.task not in ALIGNABLE_TASKS:
+        raise IFCNNError(
+            f"--align is for {' and '.join(ALIGNABLE_TASKS)} sources only, not {args.task}: registration "
+            "across modalities (infrared/visible, medical) is not supported; register them beforehand"
+        )
+    if args.crop and args.align == "off":
+        raise IFCNNError("--crop applies to aligned sources only: give --align METHOD")
+    if args.align_reference < 0:
+        raise IFCNNError(f"--align-reference must be a 0-based source index, got {args.align_reference}")
+
+
+def _write_report(path: Path, report: dict) -> None:
+    write_bytes_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
 @contextlib.contextmanager
@@ -221,10 +296,16 @@ def _run_single(args) -> int:
         refuse_overwriting(focus_map, sources, advice=" with the focus map")
         if not focus_map.parent.is_dir() and str(focus_map.parent):
             raise IFCNNError(f"{focus_map}: output folder {focus_map.parent} does not exist")
+    if args.align_reference >= len(sources):
+        raise IFCNNError(
+            f"--align-reference {args.align_reference} is out of range: there are {len(sources)} sources "
+            f"(0 to {len(sources) - 1})"
+        )
+    report_path = _report_path(args, [*sources, output])
     check_sources(sources)
     model = _load_model(args.model, args.task, args)
     start = time.perf_counter()
-    fuse_files(
+    report = fuse_files(
         model,
         sources,
         output,
@@ -233,10 +314,18 @@ def _run_single(args) -> int:
         progress=progress_enabled(args.quiet),
         decision_map=args.decision_map,
         focus_map=focus_map,
+        align=args.align,
+        align_reference=args.align_reference,
+        crop=args.crop,
     )
+    if report_path is not None:
+        _write_report(report_path, report)
     if not args.quiet:
+        aligned = (
+            f", {args.align} registration to {sources[args.align_reference]}" if args.align != "off" else ""
+        )
         print(
-            f"wrote {output} ({args.task}, {model.fuse_rule.upper()} model, "
+            f"wrote {output} ({args.task}, {model.fuse_rule.upper()} model{aligned}, "
             f"{time.perf_counter() - start:.2f} s)"
         )
     return 0
@@ -272,29 +361,56 @@ def _run_batch(args) -> int:
             what="input file",
             advice=f" of {batch_dir}; write the results to another folder (-o)",
         )
+    report_path = _report_path(args, list(input_files))
     for path in skipped:
         print(f"skipping {path}: it fits no group", file=sys.stderr)
     model = _load_model(args.model, args.task, args)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
+    reports: dict[str, dict] = {}
     with tqdm(groups, desc="fusing", unit="group", disable=not progress_enabled(args.quiet)) as bar:
         for group in bar:
-            bar.set_postfix_str(group.name)
+            name, paths = group.name, list(group.sources)
+            bar.set_postfix_str(name)
             try:
-                fuse_files(
+                if args.align_reference >= len(paths):
+                    raise IFCNNError(
+                        f"group {name!r}: --align-reference {args.align_reference} is out of range: "
+                        f"it has {len(paths)} images (0 to {len(paths) - 1})"
+                    )
+                reports[name] = fuse_files(
                     model,
-                    list(group.sources),
-                    outputs[group.name],
+                    paths,
+                    outputs[name],
                     args.task,
                     args.tile,
                     decision_map=args.decision_map,
+                    align=args.align,
+                    align_reference=args.align_reference,
+                    crop=args.crop,
                 )
             except IFCNNError as exc:
                 failures += 1
+                reports[name] = {"error": " ".join(str(exc).splitlines())}
                 tqdm.write(f"error: {exc}", file=sys.stderr)
+    if report_path is not None:
+        _write_report(report_path, {"groups": reports})
     if not args.quiet:
         print(f"fused {len(groups) - failures} of {len(groups)} groups into {out_dir}")
     return 1 if failures else 0
+
+
+def _report_path(args, inputs: list[Path]) -> Path | None:
+    """The --json file, checked: not a folder, not one of the inputs, in an existing folder."""
+    if not args.json:
+        return None
+    path = Path(args.json)
+    if path.is_dir():
+        raise IFCNNError(f"--json {path}: is a folder; give a file name such as {path / 'alignment.json'}")
+    refuse_overwriting(path, inputs, what="input file", advice=" with the alignment report")
+    if str(path.parent) and not path.parent.is_dir():
+        raise IFCNNError(f"--json {path}: folder {path.parent} does not exist")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             raise IFCNNError("--focus-map writes the map of --decision-map; give --decision-map")
         if args.focus_map and args.batch:
             raise IFCNNError("--focus-map is for single mode, not --batch")
+        _check_alignment_args(args)
         return _run_batch(args) if args.batch else _run_single(args)
 
     return run_command(body)
