@@ -456,6 +456,44 @@ def ref_mef_ssim(sources, f):
     return float(np.prod(np.maximum(q, 0) ** weights))
 
 
+def ref_blkproc(x, fun, size=16):
+    """MATLAB blkproc(x, [size size], fun): zero padding to a multiple of the block."""
+    h, w = x.shape
+    padded = np.zeros((-(-h // size) * size, -(-w // size) * size), x.dtype)
+    padded[:h, :w] = x
+    return np.array(
+        [
+            [fun(padded[i : i + size, j : j + size]) for j in range(0, padded.shape[1], size)]
+            for i in range(0, padded.shape[0], size)
+        ]
+    )
+
+
+def ref_qcv(sources, f):
+    """Liu's metricChen.m (VIFB's metricsQcv.m), N sources."""
+    images = [ref_normalize1(x) for x in [*sources, f]]
+    fused = images[-1]
+    hang, lie = f.shape
+
+    def freqspace(n):
+        return (np.arange(n) - np.floor(n / 2)) * (2 / n)
+
+    u, v = np.meshgrid(freqspace(lie), freqspace(hang))
+    u, v = lie / 8 * u, hang / 8 * v
+    r = np.sqrt(u**2 + v**2)
+    theta_m = 2.6 * (0.0192 + 0.144 * r) * np.exp(-((0.144 * r) ** 1.1))
+    num = den = 0.0
+    for im in images[:-1]:
+        gx = scipy.signal.correlate2d(im, SOBEL_H3, mode="same")
+        gy = scipy.signal.correlate2d(im, SOBEL_H3.T, mode="same")
+        saliency = ref_blkproc(np.sqrt(gx**2 + gy**2), lambda b: np.sum(b**5))
+        diff = np.fft.ifft2(np.fft.ifftshift(np.fft.fftshift(np.fft.fft2(im - fused)) * theta_m))
+        distortion = ref_blkproc(diff, lambda b: np.mean(b**2))  # complex, as MATLAB
+        num = num + np.sum(saliency * distortion)
+        den = den + np.sum(saliency)
+    return float(np.real(num / den))
+
+
 def ref_fmi_pair(a_windows, f_windows):
     """Haghighat's fmi.m for one source, vectorised over windows, loops over i and j."""
     n, l = a_windows.shape
@@ -625,6 +663,7 @@ REFERENCES = {
     "Qe": ref_qe,
     "Nabf": ref_nabf,
     "MEF_SSIM": ref_mef_ssim,
+    "Qcv": ref_qcv,
 }
 
 
@@ -692,6 +731,7 @@ def test_qabf_matlab_ties_match_the_matlab_branch(image_set):
         "Qe",
         "Nabf",
         "MEF_SSIM",
+        "Qcv",
     ],
 )
 def test_three_sources_match_reference(name):
@@ -726,7 +766,7 @@ def test_tiny_constant_metrics_on_zero_background_scans(group, release_dir):
     # Float64 Qcb itself moves by up to 2e-5 when the images are transposed (a ratio of
     # round-off remains in the farthest background), so not RTOL; observed <= 1.6e-5.
     np.testing.assert_allclose(float(metrics.qcb(*as_f32)), ref_qcb(sources, fused), rtol=1e-4)
-    for name in ("Qy", "VIF", "Qw", "Qe", "Nabf"):
+    for name in ("Qy", "VIF", "Qw", "Qe", "Nabf", "Qcv"):
         actual = float(metrics.NO_REFERENCE_METRICS[name](*as_f32))
         np.testing.assert_allclose(actual, REFERENCES[name](sources, fused), rtol=RTOL, err_msg=name)
 
@@ -743,6 +783,16 @@ def test_mef_ssim_on_an_exposure_sequence(release_dir):
     np.testing.assert_allclose(actual, ref_mef_ssim(sources, fused), rtol=RTOL)
     # The well-exposed mean scores higher than the darkest exposure alone.
     assert actual > float(metrics.mef_ssim(sources, sources[0]))
+
+
+@pytest.mark.parametrize("name", ["Qcb", "Qcv"])
+def test_frequency_filtered_metrics_at_odd_sizes(name):
+    """45x61: odd FFT grids (no unpaired Nyquist bin) and, for Qcv, partial 16x16 blocks
+    at the bottom and right (zero padded, as blkproc)."""
+    sources, fused = _camera_set(SHAPE)
+    sources, fused = sources[:, :45, :61], fused[:45, :61]
+    actual = float(metrics.NO_REFERENCE_METRICS[name](sources, fused))
+    np.testing.assert_allclose(actual, REFERENCES[name](sources, fused), rtol=RTOL, atol=ATOL)
 
 
 # --------------------------------------------------------------------- analytic cases
@@ -806,6 +856,7 @@ def test_equal_images_give_the_maximum(n):
         "Qe": 1.0,
         "Nabf": 0.0,
         "MEF_SSIM": 1.0,
+        "Qcv": 0.0,
     }
     if n == 2:
         expected["Qy"] = 1.0

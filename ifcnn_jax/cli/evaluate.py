@@ -14,7 +14,10 @@ sub-folders) or a manifest; see :mod:`ifcnn_jax.io.testsets`. Fused images come 
   results are saved as ``OUT/fused/<group>.png``.
 * ``--fused DIR``: existing results, one per group, named ``DIR/<group>.<ext>`` (the
   group name as listed, e.g. ``lytro-01.png`` or ``Triple Series/lytro-01.png``), so
-  that other methods are scored by the same code.
+  that other methods are scored by the same code. Repeated (``--fused NAME=DIR ...``),
+  it compares the methods: per collection, the mean of each metric with each method's
+  rank (1 = best, by the metric's direction) and the mean rank; ``ranks.csv`` beside
+  ``metrics.csv`` (which gains a ``method`` column).
 * otherwise the ``fused`` paths of a manifest.
 
 It prints a table per collection (one row per group, then mean +/- sample standard
@@ -77,7 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fuse with this checkpoint (or folder of ifcnn-<rule> checkpoints); "
         "TASK=CKPT sets one task's model; may be repeated",
     )
-    source.add_argument("--fused", metavar="DIR", help="score existing fused images DIR/<group>.<ext>")
+    source.add_argument(
+        "--fused",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="score existing fused images DIR/<group>.<ext>; repeated, compares the methods "
+        "(one table of means with ranks per metric; NAME defaults to the folder's name)",
+    )
     parser.add_argument("--task", choices=TASKS, help="use this task for every group")
     parser.add_argument(
         "--out", metavar="DIR", default=None, help="output folder (default: eval-<TESTSET name>)"
@@ -115,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 class FusedSource:
     """Where each group's fused image comes from: a model, a folder, or the manifest."""
 
-    def __init__(self, args: argparse.Namespace, out_dir: Path):
-        self.fused_dir = Path(args.fused) if args.fused else None
+    def __init__(self, args: argparse.Namespace, out_dir: Path, fused_dir: str | None = None):
+        if fused_dir is None and len(args.fused) == 1:
+            fused_dir = args.fused[0]
+        self.fused_dir = Path(fused_dir) if fused_dir else None
         self.tile = args.tile
         self.out_dir = out_dir
         self.default_model: str | None = None
@@ -359,6 +371,8 @@ def run(args: argparse.Namespace) -> int:
         raise IFCNNError(f"--out {out_dir}: exists and is not a folder")
     any_reference = any(g.reference is not None for g in image_set.groups)
     names = _metric_names(args.metrics, any_reference)
+    if len(args.fused) > 1:
+        return run_comparison(args, image_set, out_dir, names, start)
     fused_source = FusedSource(args, out_dir)
     fused_source.check(image_set)
     if args.jax_cache:
@@ -450,6 +464,241 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------- comparison
+
+
+def method_folders(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """``[(label, folder)]`` of repeated ``--fused [NAME=]DIR``; labels must differ."""
+    methods = []
+    for spec in specs:
+        label, sep, folder = spec.partition("=")
+        if not sep or not label or Path(spec).is_dir():
+            label, folder = Path(spec).name or spec, spec
+        methods.append((label, folder))
+    labels = [label for label, _ in methods]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise IFCNNError(f"--fused: two methods are named {repeated[0]!r}; name them with --fused NAME=DIR")
+    return methods
+
+
+def rank_values(values: dict[str, float], higher_is_better: bool) -> dict[str, int | None]:
+    """Competition ranks (1 = best; ties share the better rank, as 1, 2, 2, 4) of the
+    finite values; None for the missing ones (NaN)."""
+    finite = {k: v for k, v in values.items() if math.isfinite(v)}
+    ranks: dict[str, int | None] = {}
+    for key, value in values.items():
+        if key not in finite:
+            ranks[key] = None
+            continue
+        better = [v for v in finite.values() if (v > value if higher_is_better else v < value)]
+        ranks[key] = 1 + len(better)
+    return ranks
+
+
+def comparison_rows(rows_by_method: dict[str, list[dict]], names: Sequence[str]) -> list[dict]:
+    """Per collection and method: the mean of every metric over the groups and its rank
+    among the methods (by the metric's direction), and the mean of those ranks."""
+    collections: list[str] = []
+    for rows in rows_by_method.values():
+        for row in rows:
+            if row["collection"] not in collections:
+                collections.append(row["collection"])
+    out = []
+    for collection in collections:
+        means = {
+            method: {n: summarise([r[n] for r in rows if r["collection"] == collection])[0] for n in names}
+            for method, rows in rows_by_method.items()
+        }
+        ranks = {
+            n: rank_values({m: means[m][n] for m in rows_by_method}, metrics.ALL_METRICS[n].higher_is_better)
+            for n in names
+        }
+        for method in rows_by_method:
+            entry: dict[str, object] = {"collection": collection, "method": method}
+            own = [ranks[n][method] for n in names if ranks[n][method] is not None]
+            for n in names:
+                entry[f"{n}_mean"] = means[method][n]
+                entry[f"{n}_rank"] = ranks[n][method] if ranks[n][method] is not None else math.nan
+            entry["mean_rank"] = float(np.mean(own)) if own else math.nan
+            out.append(entry)
+    return out
+
+
+def _rank_cell(entry: dict, name: str) -> str:
+    rank = entry[f"{name}_rank"]
+    if isinstance(rank, float) and math.isnan(rank):
+        return format_value(entry[f"{name}_mean"])
+    return f"{format_value(entry[f'{name}_mean'])} ({rank})"
+
+
+def comparison_markdown(comparison: list[dict], names: Sequence[str]) -> str:
+    arrows = [f"{n} {'↑' if metrics.ALL_METRICS[n].higher_is_better else '↓'}" for n in names]
+    parts = []
+    for collection in dict.fromkeys(e["collection"] for e in comparison):
+        parts += [
+            f"### {collection}",
+            "",
+            "| method | " + " | ".join(arrows) + " | mean rank |",
+            "|---|" + "---:|" * (len(names) + 1),
+        ]
+        for entry in (e for e in comparison if e["collection"] == collection):
+            cells = [_rank_cell(entry, n) for n in names]
+            parts.append(
+                f"| {entry['method']} | " + " | ".join(cells) + f" | {format_value(entry['mean_rank'])} |"
+            )
+        parts.append("")
+    return "\n".join(parts)
+
+
+def comparison_text(comparison: list[dict], names: Sequence[str]) -> str:
+    blocks = []
+    for collection in dict.fromkeys(e["collection"] for e in comparison):
+        header = ["method", *(f"{n}{'+' if metrics.ALL_METRICS[n].higher_is_better else '-'}" for n in names)]
+        body = [
+            [e["method"], *(_rank_cell(e, n) for n in names)]
+            for e in comparison
+            if e["collection"] == collection
+        ]
+        header.append("mean rank")
+        for line, entry in zip(body, (e for e in comparison if e["collection"] == collection)):
+            line.append(format_value(entry["mean_rank"]))
+        table = [header, *body]
+        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        lines = [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            for cells in table
+        ]
+        blocks.append(
+            "\n".join([f"\n{collection}: mean over the groups (rank; + higher / - lower is better)", *lines])
+        )
+    return "\n".join(blocks)
+
+
+def run_comparison(
+    args: argparse.Namespace, image_set: ImageSet, out_dir: Path, names: list[str], start: float
+) -> int:
+    """Several ``--fused`` folders: each method scored as by one ``--fused``, then a table
+    of means per collection with each method's rank per metric."""
+    from tqdm import tqdm  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
+
+    from ifcnn_jax.io.images import read_image  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
+
+    methods = [
+        (label, FusedSource(args, out_dir, fused_dir=folder)) for label, folder in method_folders(args.fused)
+    ]
+    for _, fused_source in methods:
+        fused_source.check(image_set)
+    if args.jax_cache:
+        _enable_jax_cache(args.jax_cache)
+    root_name = image_set.root.resolve().name
+    rows_by_method: dict[str, list[dict]] = {label: [] for label, _ in methods}
+    fused_paths: list[Path] = []
+    figures: dict[str, list] = {}
+    with tqdm(
+        image_set.groups, desc="evaluating", unit="group", disable=args.quiet, file=sys.stderr, leave=False
+    ) as bar:
+        for group in bar:
+            bar.set_postfix_str(group.name)
+            sources = [read_image(p) for p in group.sources]
+            reference = read_image(group.reference) if group.reference is not None else None
+            collection = group.collection or root_name
+            thumbs = [(p.name, thumbnail(im)) for p, im in zip(group.sources, sources)]
+            for label, fused_source in methods:
+                fused, fused_path = fused_source.fused(group, sources)
+                fused_paths.append(fused_path)
+                values = _score(group, sources, fused, fused_path, reference, names)
+                row = {
+                    "collection": collection,
+                    "group": _short_name(group),
+                    "task": group.task or "",
+                    "sources": len(group.sources),
+                    "method": label,
+                    "fused": str(fused_path),
+                }
+                row.update({n: float(values.get(n, math.nan)) for n in names})
+                rows_by_method[label].append(row)
+                thumbs.append((f"{label}: {fused_path.name}", thumbnail(fused)))
+            if args.figure_rows is None or len(figures.get(collection, [])) < args.figure_rows:
+                figures.setdefault(collection, []).append(
+                    (f"{_short_name(group)}  ({group.task or 'task unknown'})", thumbs)
+                )
+
+    comparison = comparison_rows(rows_by_method, names)
+    command = "ifcnn-eval " + " ".join(shlex.quote(a) for a in args.argv)
+    notes = [
+        f"test set: {args.testset} ({len(image_set.groups)} groups)",
+        "methods: " + ", ".join(f"{label} ({fs.fused_dir})" for label, fs in methods),
+        "colour images are scored on their luminance (ITU-R BT.601)",
+        "ranks: 1 is best, by each metric's direction (↑ higher, ↓ lower is better); ties share a rank",
+    ]
+    if image_set.skipped:
+        notes.append("skipped (no group): " + ", ".join(p.name for p in image_set.skipped))
+    if not args.quiet:
+        print(comparison_text(comparison, names))
+    all_rows = [row for rows in rows_by_method.values() for row in rows]
+    per_method = "\n".join(
+        f"## {label}\n\n"
+        + "\n".join(
+            f"### {collection}\n\n{markdown_table(crows, names)}\n"
+            for collection, crows in _by_collection(rows).items()
+        )
+        for label, rows in rows_by_method.items()
+    )
+    report = "\n".join(
+        [
+            "# Fusion metrics: comparison",
+            "",
+            f"Command: `{command}`",
+            "",
+            *(f"- {note}" for note in notes),
+            "",
+            "## Ranks",
+            "",
+            "Mean over the groups of each collection, and (in brackets) the method's rank.",
+            "",
+            comparison_markdown(comparison, names),
+            per_method,
+        ]
+    )
+    rank_columns = [c for n in names for c in (f"{n}_mean", f"{n}_rank")]
+    outputs = {
+        "metrics.csv": lambda: csv_text(
+            all_rows, ["collection", "group", "task", "sources", "method", "fused", *names]
+        ).encode(),
+        "ranks.csv": lambda: csv_text(
+            comparison, ["collection", "method", *rank_columns, "mean_rank"]
+        ).encode(),
+        "metrics.md": lambda: report.encode(),
+        **{
+            f"figure_{_slug(c)}.png": functools.partial(figure_png, entries) for c, entries in figures.items()
+        },
+    }
+    inputs = [
+        *image_set.skipped,
+        *fused_paths,
+        *(p for g in image_set.groups for p in (*g.sources, g.reference) if p),
+    ]
+    for name in outputs:  # all checks first: write nothing over an input image
+        _refuse_overwriting_sources(out_dir / name, inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in outputs.items():
+        write_bytes_atomic(out_dir / name, content())
+    if not args.quiet:
+        print(
+            f"\n{len(methods)} methods x {len(image_set.groups)} groups in "
+            f"{time.perf_counter() - start:.1f} s; wrote {', '.join(outputs)} to {out_dir}"
+        )
+    return 0
+
+
+def _by_collection(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["collection"], []).append(row)
+    return grouped
+
+
 def _score(
     group: ImageGroup,
     sources: list[np.ndarray],
@@ -495,8 +744,8 @@ def _fused_note(args, fused_source: FusedSource, image_set: ImageSet) -> str:
     if fused_source.uses_model:
         models = sorted({fused_source.describe(g) for g in image_set.groups})
         return f"fused here with {', '.join(models)} ({' '.join(args.model)})"
-    if args.fused:
-        return f"read from {args.fused}"
+    if fused_source.fused_dir is not None:
+        return f"read from {fused_source.fused_dir}"
     return "as listed in the manifest"
 
 

@@ -1,7 +1,7 @@
 """Image-fusion quality metrics in JAX, every definition written down.
 
 One private module per family (``_statistics``, ``_information``, ``_structure``,
-``_ssim``, ``_vif``, ``_qcb``, ``_reference``), the registry (``_registry``) and the
+``_ssim``, ``_vif``, ``_qcb``, ``_qcv``, ``_reference``), the registry (``_registry``) and the
 eager entry point (``_evaluate``); this module is the public interface.
 
 Public fusion-metric scripts disagree (log base 2 or e in MI, SSIM summed or averaged
@@ -29,7 +29,8 @@ Conventions
   from each window's centre pixel: in float32 the usual E[x^2] - E[x]^2 loses about
   0.03 (in 0-255^2 units) to cancellation, which matters for metrics whose constants
   are tiny (Qy: 2e-16; VIF: 1e-10; Qw, Qe: 6.5e-8), and flat windows must give
-  exactly zero. Qcb's frequency-domain filtering is done in float64 (see ``_qcb``).
+  exactly zero. Qcb's and Qcv's frequency-domain filtering is done in float64 (see
+  ``_qcb``).
 * Image-wide sums are pairwise (tree) sums, accurate to ~1e-7 relative in float32.
 """
 
@@ -43,6 +44,7 @@ from ifcnn_jax.metrics._information import (
     normalized_mutual_information,
 )
 from ifcnn_jax.metrics._qcb import qcb
+from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
 from ifcnn_jax.metrics._registry import (
     ALL_METRICS,
@@ -95,6 +97,7 @@ __all__ = [
     "psnr_fusion",
     "qabf",
     "qcb",
+    "qcv",
     "qe",
     "qw",
     "qy",

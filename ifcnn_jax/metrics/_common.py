@@ -42,6 +42,11 @@ QCB_P, QCB_Q, QCB_Z = 3.0, 2.0, 1e-4
 QCB_SIGMAS = (2.0, 4.0)
 QCB_RADIUS = 15
 QCB_FREQ_SCALE = 30.0
+# Qcv (Chen & Varshney 2007, Liu's metricChen.m): 16x16 regions, saliency exponent,
+# Mannos-Sakrison CSF on the freqspace grid scaled by size/8.
+QCV_BLOCK = 16
+QCV_ALPHA = 5.0
+QCV_FREQ_SCALE = 8.0
 # Qy (Yang et al. 2008, Liu's metricYang.m): SSIM with a 7x7 window and tiny constants.
 QY_WINDOW = 7
 QY_SIGMA = 1.5

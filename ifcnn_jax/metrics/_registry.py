@@ -26,6 +26,7 @@ from ifcnn_jax.metrics._information import (
     normalized_mutual_information,
 )
 from ifcnn_jax.metrics._qcb import qcb
+from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
 from ifcnn_jax.metrics._ssim import mef_ssim, ms_ssim_fusion, qe, qw, qy, ssim, ssim_fusion
 from ifcnn_jax.metrics._statistics import (
@@ -215,6 +216,7 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             description="square root of MSE",
         ),
         Metric(name="Qcb", fn=qcb, higher_is_better=True, description="Chen-Blum"),
+        Metric(name="Qcv", fn=qcv, higher_is_better=False, description="Chen-Varshney"),
         Metric(
             name="Qy",
             fn=qy,
