@@ -297,15 +297,24 @@ _MEF_R_CAP = 2.0 / math.pi * math.atan(MEF_SSIM_P_MAX)
 
 
 def _covariances(images: jax.Array, taps: np.ndarray) -> jax.Array:
-    """``(M, M, Ho, Wo)`` windowed covariances of ``(M, H, W)`` images, 'valid' windows
-    of weights ``outer(taps, taps)``, exact (see :func:`_local_moments`)."""
+    """``(M, M, Ho, Wo)`` windowed covariances of ``(M, H, W)`` images (M >= 2), 'valid'
+    windows of weights ``outer(taps, taps)``, exact (see :func:`_local_moments`). One
+    pass per pair i < j, which also gives both variances."""
     m = images.shape[0]
-    pairs = [(i, j) for i in range(m) for j in range(i, m)]
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
     first = jnp.asarray([i for i, _ in pairs])
     second = jnp.asarray([j for _, j in pairs])
-    cov = lax.map(lambda xy: _local_moments(xy[0], xy[1], taps)[4], (images[first], images[second]))
-    rows = [[cov[pairs.index((min(i, j), max(i, j)))] for j in range(m)] for i in range(m)]
-    return jnp.stack([jnp.stack(row) for row in rows])
+    _, _, var_x, var_y, cov = lax.map(
+        lambda xy: _local_moments(xy[0], xy[1], taps), (images[first], images[second])
+    )
+
+    def entry(i, j):
+        if i == j:  # the variance from the first pair holding image i
+            k = next(n for n, pair in enumerate(pairs) if i in pair)
+            return var_x[k] if pairs[k][0] == i else var_y[k]
+        return cov[pairs.index((min(i, j), max(i, j)))]
+
+    return jnp.stack([jnp.stack([entry(i, j) for j in range(m)]) for i in range(m)])
 
 
 def _mef_ssim_scale(srcs: jax.Array, fus: jax.Array) -> jax.Array:
