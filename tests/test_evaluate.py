@@ -15,7 +15,9 @@ import skimage.data
 from PIL import Image
 
 from ifcnn_jax import fuse, load, metrics
-from ifcnn_jax.cli.evaluate import main
+from ifcnn_jax.cli.evaluate import main, method_folders
+from ifcnn_jax.cli.report import rank_values
+from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.images import read_image, write_image
 
 SHAPE = (48, 64)  # the shape tests/test_metrics.py compiles for
@@ -310,3 +312,76 @@ def test_runs_as_a_module():
         check=False,
     )
     assert result.returncode == 0 and "ifcnn-eval" in result.stdout
+
+
+def test_compares_several_methods_with_ranks(scored_set, tmp_path, capsys):
+    """Three methods on the same groups: the pixel maximum, the plain average and the sharp
+    image itself (the ground truth of these groups). MSE and PSNR against the sources are
+    minimised / maximised by the average (it minimises sum_k ||S_k - F||^2), so they rank
+    the blurred average first, and so does SSIM against the sources; Qabf ranks the truth
+    first."""
+    testset, fused_max = scored_set
+    mean_dir, truth_dir = tmp_path / "mean", tmp_path / "truth"
+    mean_dir.mkdir()
+    truth_dir.mkdir()
+    for i, (top, left) in enumerate([(100, 180), (300, 250)], start=1):
+        a, b = (
+            cv2.imread(str(testset / f"g{i}-{s}.png"), cv2.IMREAD_GRAYSCALE).astype(np.float64) for s in "AB"
+        )
+        write_image(mean_dir / f"g{i}.png", np.floor((a + b) / 2 + 0.5).astype(np.uint8))
+        write_image(truth_dir / f"g{i}.png", _crop(top, left))
+    names = ["PSNR", "MSE", "SSIM_mean", "Qabf", "EN"]
+    out = tmp_path / "out"
+    argv = [
+        str(testset),
+        "--fused",
+        f"max={fused_max}",
+        "--fused",
+        str(mean_dir),
+        "--fused",
+        f"truth={truth_dir}",
+    ]
+    assert main([*argv, "--out", str(out), "--metrics", ",".join(names)]) == 0
+    printed = capsys.readouterr().out
+    assert "mean rank" in printed and "truth" in printed
+    rows = _read_csv(out / "metrics.csv")
+    assert [(r["method"], r["group"]) for r in rows] == [
+        (m, g) for m in ("max", "mean", "truth") for g in ("g1", "g2")
+    ]
+    ranks = {r["method"]: r for r in _read_csv(out / "ranks.csv")}
+    assert list(ranks) == ["max", "mean", "truth"]
+    for name in names:  # each rank follows from the per-group values and the direction
+        means = {m: np.mean([float(r[name]) for r in rows if r["method"] == m]) for m in ranks}
+        for m in ranks:
+            assert float(ranks[m][f"{name}_mean"]) == pytest.approx(means[m], rel=1e-9)
+        sign = 1 if metrics.ALL_METRICS[name].higher_is_better else -1
+        for m in ranks:
+            better = sum(sign * (means[o] - means[m]) > 0 for o in ranks)
+            assert int(ranks[m][f"{name}_rank"]) == 1 + better, (name, m)
+    # The blurred average first on every metric that compares F with each source, the
+    # sharp truth first on edges. (max and truth tie on MSE and PSNR exactly: where one
+    # source is sharp and the other blurred, both leave sum_k (S_k - F)^2 = (A - B)^2.)
+    for name in ("PSNR", "MSE", "SSIM_mean"):
+        assert ranks["mean"][f"{name}_rank"] == "1", name
+    assert ranks["truth"]["Qabf_rank"] == "1"
+    assert ranks["max"]["PSNR_rank"] == ranks["truth"]["PSNR_rank"] == "2"
+    for m in ranks:
+        own = [int(ranks[m][f"{n}_rank"]) for n in names]
+        assert float(ranks[m]["mean_rank"]) == pytest.approx(np.mean(own))
+    report = (out / "metrics.md").read_text()
+    assert "| method | PSNR ↑ | MSE ↓ | SSIM_mean ↑ | Qabf ↑ | EN ↑ | mean rank |" in report
+    assert "## truth" in report
+    assert (out / "figure_set.png").is_file()
+
+
+def test_ranks_and_method_names():
+    assert rank_values({"a": 1.0, "b": 3.0, "c": 3.0, "d": float("nan")}, True) == {
+        "a": 3,
+        "b": 1,
+        "c": 1,
+        "d": None,
+    }
+    assert rank_values({"a": 1.0, "b": 3.0}, False) == {"a": 1, "b": 2}
+    assert method_folders(["x=some/dir", "other/dir/"]) == [("x", "some/dir"), ("dir", "other/dir/")]
+    with pytest.raises(IFCNNError, match="two methods are named 'dir'"):
+        method_folders(["a/dir", "b/dir"])

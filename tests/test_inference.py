@@ -118,9 +118,9 @@ def test_automatic_tiling_above_the_threshold(released_models, monkeypatch):
     calls = []
     real_tiled_apply = inference.tiled_apply
 
-    def counting(region, srcs, tile, halo):
+    def counting(region, srcs, tile, halo, **kwargs):
         calls.append(tile)
-        return real_tiled_apply(region, srcs, tile, halo)
+        return real_tiled_apply(region, srcs, tile, halo, **kwargs)
 
     monkeypatch.setattr(inference, "tiled_apply", counting)
     monkeypatch.setattr(inference, "DEFAULT_TILE", 16)

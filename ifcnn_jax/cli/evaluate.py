@@ -14,7 +14,10 @@ sub-folders) or a manifest; see :mod:`ifcnn_jax.io.testsets`. Fused images come 
   results are saved as ``OUT/fused/<group>.png``.
 * ``--fused DIR``: existing results, one per group, named ``DIR/<group>.<ext>`` (the
   group name as listed, e.g. ``lytro-01.png`` or ``Triple Series/lytro-01.png``), so
-  that other methods are scored by the same code.
+  that other methods are scored by the same code. Repeated (``--fused NAME=DIR ...``),
+  it compares the methods: per collection, the mean of each metric with each method's
+  rank (1 = best, by the metric's direction) and the mean rank; ``ranks.csv`` beside
+  ``metrics.csv`` (which gains a ``method`` column).
 * otherwise the ``fused`` paths of a manifest.
 
 It prints a table per collection (one row per group, then mean +/- sample standard
@@ -29,9 +32,7 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
 import math
 import re
 import shlex
@@ -44,6 +45,16 @@ import numpy as np
 
 from ifcnn_jax import metrics
 from ifcnn_jax.cli.common import add_compilation_cache_argument, enable_compilation_cache, run_command
+from ifcnn_jax.cli.report import (
+    comparison_markdown,
+    comparison_rows,
+    comparison_text,
+    csv_text,
+    markdown_report,
+    markdown_table,
+    summary_rows,
+    text_table,
+)
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.figures import figure_png, thumbnail
 from ifcnn_jax.io.atomic import write_bytes_atomic
@@ -77,7 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fuse with this checkpoint (or folder of ifcnn-<rule> checkpoints); "
         "TASK=CKPT sets one task's model; may be repeated",
     )
-    source.add_argument("--fused", metavar="DIR", help="score existing fused images DIR/<group>.<ext>")
+    source.add_argument(
+        "--fused",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help="score existing fused images DIR/<group>.<ext>; repeated, compares the methods "
+        "(one table of means with ranks per metric; NAME defaults to the folder's name)",
+    )
     parser.add_argument("--task", choices=TASKS, help="use this task for every group")
     parser.add_argument(
         "--out", metavar="DIR", default=None, help="output folder (default: eval-<TESTSET name>)"
@@ -109,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 class FusedSource:
     """Where each group's fused image comes from: a model, a folder, or the manifest."""
 
-    def __init__(self, args: argparse.Namespace, out_dir: Path):
-        self.fused_dir = Path(args.fused) if args.fused else None
+    def __init__(self, args: argparse.Namespace, out_dir: Path, fused_dir: str | None = None):
+        if fused_dir is None and len(args.fused) == 1:
+            fused_dir = args.fused[0]
+        self.fused_dir = Path(fused_dir) if fused_dir else None
         self.tile = args.tile
         self.out_dir = out_dir
         self.default_model: str | None = None
@@ -206,116 +226,6 @@ def _refuse_overwriting_sources(path: Path, sources: Sequence[Path]) -> None:
 # ------------------------------------------------------------------------------ output
 
 
-def format_value(value: float) -> str:
-    """4 decimals; ``inf``/``n/a`` for infinite and missing (NaN) values."""
-    if math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.4f}"
-
-
-def summarise(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean, sample standard deviation (ddof=1; 0 for one value) and count of the
-    finite values; NaN mean when there are none. Infinite values (a fused image equal
-    to its sources) count as missing."""
-    finite = np.asarray([v for v in values if math.isfinite(v)], np.float64)
-    if finite.size == 0:
-        return math.nan, math.nan, 0
-    std = float(np.std(finite, ddof=1)) if finite.size > 1 else 0.0
-    return float(np.mean(finite)), std, int(finite.size)
-
-
-def mean_std_text(values: Sequence[float]) -> str:
-    mean, std, count = summarise(values)
-    if count == 0:
-        return "n/a"
-    return f"{format_value(mean)} ± {format_value(std)}"
-
-
-def text_table(rows: list[dict], names: Sequence[str], title: str) -> str:
-    """A plain-text table: one line per group and a mean +/- std line."""
-    header = ["group", *names]
-    body = [[row["group"], *(format_value(row[n]) for n in names)] for row in rows]
-    stats = [summarise([row[n] for row in rows]) for n in names]
-    means = ["mean", *(format_value(m) if c else "n/a" for m, _, c in stats)]
-    stds = ["± std", *(format_value(s) if c else "n/a" for _, s, c in stats)]
-    table = [header, *body, means, stds]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    rule = "-" * len(line(header))
-    return "\n".join([title, line(header), rule, *map(line, body), rule, line(means), line(stds)])
-
-
-def markdown_table(rows: list[dict], names: Sequence[str]) -> str:
-    lines = ["| group | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for row in rows:
-        lines.append(f"| {row['group']} | " + " | ".join(format_value(row[n]) for n in names) + " |")
-    lines.append(
-        "| **mean ± std** | " + " | ".join(mean_std_text([row[n] for row in rows]) for n in names) + " |"
-    )
-    return "\n".join(lines)
-
-
-def markdown_report(
-    by_collection: dict[str, list[dict]], names: Sequence[str], command: str, notes: Sequence[str]
-) -> str:
-    parts = ["# Fusion metrics", "", f"Command: `{command}`", ""]
-    parts += [f"- {note}" for note in notes]
-    parts += [
-        "",
-        "Values per group; the last row is the mean ± sample standard deviation "
-        "over the groups. Definitions: docs/metrics.md.",
-        "",
-    ]
-    if len(by_collection) > 1:
-        parts += [
-            "## Summary",
-            "",
-            "| collection | groups | " + " | ".join(names) + " |",
-            "|---|---:|" + "---:|" * len(names),
-        ]
-        for collection, rows in by_collection.items():
-            parts.append(
-                f"| {collection} | {len(rows)} | "
-                + " | ".join(mean_std_text([r[n] for r in rows]) for n in names)
-                + " |"
-            )
-        parts.append("")
-    for collection, rows in by_collection.items():
-        parts += [f"## {collection}", "", markdown_table(rows, names), ""]
-    return "\n".join(parts)
-
-
-def csv_text(rows: list[dict], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv_cell(row[c]) for c in columns])
-    return buffer.getvalue()
-
-
-def _csv_cell(value: object) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    return str(value)
-
-
-def summary_rows(by_collection: dict[str, list[dict]], names: Sequence[str]) -> list[dict]:
-    out = []
-    for collection, rows in by_collection.items():
-        entry: dict[str, object] = {"collection": collection, "groups": len(rows)}
-        for n in names:
-            mean, std, _ = summarise([r[n] for r in rows])
-            entry[f"{n}_mean"], entry[f"{n}_std"] = mean, std
-        out.append(entry)
-    return out
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "set"
 
@@ -353,6 +263,8 @@ def run(args: argparse.Namespace) -> int:
         raise IFCNNError(f"--out {out_dir}: exists and is not a folder")
     any_reference = any(g.reference is not None for g in image_set.groups)
     names = _metric_names(args.metrics, any_reference)
+    if len(args.fused) > 1:
+        return run_comparison(args, image_set, out_dir, names, start)
     fused_source = FusedSource(args, out_dir)
     fused_source.check(image_set)
     enable_compilation_cache(args.compilation_cache)
@@ -443,6 +355,147 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------- comparison
+
+
+def method_folders(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """``[(label, folder)]`` of repeated ``--fused [NAME=]DIR``; labels must differ."""
+    methods = []
+    for spec in specs:
+        label, sep, folder = spec.partition("=")
+        if not sep or not label or Path(spec).is_dir():
+            label, folder = Path(spec).name or spec, spec
+        methods.append((label, folder))
+    labels = [label for label, _ in methods]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise IFCNNError(f"--fused: two methods are named {repeated[0]!r}; name them with --fused NAME=DIR")
+    return methods
+
+
+def run_comparison(
+    args: argparse.Namespace, image_set: ImageSet, out_dir: Path, names: list[str], start: float
+) -> int:
+    """Several ``--fused`` folders: each method scored as by one ``--fused``, then a table
+    of means per collection with each method's rank per metric."""
+    from tqdm import tqdm  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
+
+    from ifcnn_jax.io.images import read_image  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
+
+    methods = [
+        (label, FusedSource(args, out_dir, fused_dir=folder)) for label, folder in method_folders(args.fused)
+    ]
+    for _, fused_source in methods:
+        fused_source.check(image_set)
+    enable_compilation_cache(args.compilation_cache)
+    root_name = image_set.root.resolve().name
+    rows_by_method: dict[str, list[dict]] = {label: [] for label, _ in methods}
+    fused_paths: list[Path] = []
+    figures: dict[str, list] = {}
+    with tqdm(
+        image_set.groups, desc="evaluating", unit="group", disable=args.quiet, file=sys.stderr, leave=False
+    ) as bar:
+        for group in bar:
+            bar.set_postfix_str(group.name)
+            sources = [read_image(p) for p in group.sources]
+            reference = read_image(group.reference) if group.reference is not None else None
+            collection = group.collection or root_name
+            thumbs = [(p.name, thumbnail(im)) for p, im in zip(group.sources, sources)]
+            for label, fused_source in methods:
+                fused, fused_path = fused_source.fused(group, sources)
+                fused_paths.append(fused_path)
+                values = _score(group, sources, fused, fused_path, reference, names)
+                row = {
+                    "collection": collection,
+                    "group": _short_name(group),
+                    "task": group.task or "",
+                    "sources": len(group.sources),
+                    "method": label,
+                    "fused": str(fused_path),
+                }
+                row.update({n: float(values.get(n, math.nan)) for n in names})
+                rows_by_method[label].append(row)
+                thumbs.append((f"{label}: {fused_path.name}", thumbnail(fused)))
+            if args.figure_rows is None or len(figures.get(collection, [])) < args.figure_rows:
+                figures.setdefault(collection, []).append(
+                    (f"{_short_name(group)}  ({group.task or 'task unknown'})", thumbs)
+                )
+
+    comparison = comparison_rows(rows_by_method, names)
+    command = "ifcnn-eval " + " ".join(shlex.quote(a) for a in args.argv)
+    notes = [
+        f"test set: {args.testset} ({len(image_set.groups)} groups)",
+        "methods: " + ", ".join(f"{label} ({fs.fused_dir})" for label, fs in methods),
+        "colour images are scored on their luminance (ITU-R BT.601)",
+        "ranks: 1 is best, by each metric's direction (↑ higher, ↓ lower is better); ties share a rank",
+    ]
+    if image_set.skipped:
+        notes.append("skipped (no group): " + ", ".join(p.name for p in image_set.skipped))
+    if not args.quiet:
+        print(comparison_text(comparison, names))
+    all_rows = [row for rows in rows_by_method.values() for row in rows]
+    per_method = "\n".join(
+        f"## {label}\n\n"
+        + "\n".join(
+            f"### {collection}\n\n{markdown_table(crows, names)}\n"
+            for collection, crows in _by_collection(rows).items()
+        )
+        for label, rows in rows_by_method.items()
+    )
+    report = "\n".join(
+        [
+            "# Fusion metrics: comparison",
+            "",
+            f"Command: `{command}`",
+            "",
+            *(f"- {note}" for note in notes),
+            "",
+            "## Ranks",
+            "",
+            "Mean over the groups of each collection, and (in brackets) the method's rank.",
+            "",
+            comparison_markdown(comparison, names),
+            per_method,
+        ]
+    )
+    rank_columns = [c for n in names for c in (f"{n}_mean", f"{n}_rank")]
+    outputs = {
+        "metrics.csv": lambda: csv_text(
+            all_rows, ["collection", "group", "task", "sources", "method", "fused", *names]
+        ).encode(),
+        "ranks.csv": lambda: csv_text(
+            comparison, ["collection", "method", *rank_columns, "mean_rank"]
+        ).encode(),
+        "metrics.md": lambda: report.encode(),
+        **{
+            f"figure_{_slug(c)}.png": functools.partial(figure_png, entries) for c, entries in figures.items()
+        },
+    }
+    inputs = [
+        *image_set.skipped,
+        *fused_paths,
+        *(p for g in image_set.groups for p in (*g.sources, g.reference) if p),
+    ]
+    for name in outputs:  # all checks first: write nothing over an input image
+        _refuse_overwriting_sources(out_dir / name, inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in outputs.items():
+        write_bytes_atomic(out_dir / name, content())
+    if not args.quiet:
+        print(
+            f"\n{len(methods)} methods x {len(image_set.groups)} groups in "
+            f"{time.perf_counter() - start:.1f} s; wrote {', '.join(outputs)} to {out_dir}"
+        )
+    return 0
+
+
+def _by_collection(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["collection"], []).append(row)
+    return grouped
+
+
 def _score(
     group: ImageGroup,
     sources: list[np.ndarray],
@@ -488,8 +541,8 @@ def _fused_note(args, fused_source: FusedSource, image_set: ImageSet) -> str:
     if fused_source.uses_model:
         models = sorted({fused_source.describe(g) for g in image_set.groups})
         return f"fused here with {', '.join(models)} ({' '.join(args.model)})"
-    if args.fused:
-        return f"read from {args.fused}"
+    if fused_source.fused_dir is not None:
+        return f"read from {fused_source.fused_dir}"
     return "as listed in the manifest"
 
 

@@ -1,7 +1,7 @@
 """Image-fusion quality metrics in JAX, every definition written down.
 
 One private module per family (``_statistics``, ``_information``, ``_structure``,
-``_ssim``, ``_vif``, ``_qcb``, ``_reference``), the registry (``_registry``) and the
+``_ssim``, ``_vif``, ``_qcb``, ``_qcv``, ``_reference``), the registry (``_registry``) and the
 eager entry point (``_evaluate``); this module is the public interface.
 
 Public fusion-metric scripts disagree (log base 2 or e in MI, SSIM summed or averaged
@@ -21,14 +21,16 @@ Conventions
 * All functions are jit-compiled and jit-able (shapes are static, so shape errors are
   raised while tracing). NaN/inf can only be checked on concrete arrays: use
   :func:`evaluate`, the eager entry point that validates its inputs.
-* Histogram metrics (EN, MI, NMI) bin values into 256 bins: a value ``v`` falls in bin
+* Histogram metrics (EN, MI, NMI, CE) bin values into 256 bins: a value ``v`` falls in bin
   ``clip(floor(v + 0.5), 0, 255)`` (MATLAB's rounding, so uint8-valued images give their
   exact 256-level histograms). Entropies use log base 2 (bits).
-* Windowed statistics (SSIM, MS-SSIM, VIF, Qy) use 'valid' windows (no padding), as
+* Windowed statistics (SSIM, MS-SSIM, MEF-SSIM, VIF, Qy, Qw, Qe) use 'valid' windows (no padding), as
   the MATLAB originals (``filter2(..., 'valid')``), and variances taken of differences
   from each window's centre pixel: in float32 the usual E[x^2] - E[x]^2 loses about
   0.03 (in 0-255^2 units) to cancellation, which matters for metrics whose constants
-  are tiny (Qy: 2e-16; VIF: 1e-10), and flat windows must give exactly zero.
+  are tiny (Qy: 2e-16; VIF: 1e-10; Qw, Qe: 6.5e-8), and flat windows must give
+  exactly zero. Qcb's and Qcv's frequency-domain filtering is done in float64 (see
+  ``_qcb``).
 * Image-wide sums are pairwise (tree) sums, accurate to ~1e-7 relative in float32.
 """
 
@@ -36,11 +38,13 @@ Conventions
 from ifcnn_jax.metrics._common import gaussian_window, luminance, to_gray_255
 from ifcnn_jax.metrics._evaluate import evaluate
 from ifcnn_jax.metrics._information import (
+    cross_entropy,
     feature_mutual_information,
     mutual_information,
     normalized_mutual_information,
 )
 from ifcnn_jax.metrics._qcb import qcb
+from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
 from ifcnn_jax.metrics._registry import (
     ALL_METRICS,
@@ -48,14 +52,23 @@ from ifcnn_jax.metrics._registry import (
     REFERENCE_METRICS,
     Metric,
 )
-from ifcnn_jax.metrics._ssim import ms_ssim, ms_ssim_fusion, qy, ssim, ssim_fusion
+from ifcnn_jax.metrics._ssim import mef_ssim, ms_ssim, ms_ssim_fusion, qe, qw, qy, ssim, ssim_fusion
 from ifcnn_jax.metrics._statistics import (
     average_gradient,
+    edge_intensity,
     entropy,
     spatial_frequency,
     standard_deviation,
 )
-from ifcnn_jax.metrics._structure import correlation_coefficient, psnr_fusion, qabf, scd
+from ifcnn_jax.metrics._structure import (
+    correlation_coefficient,
+    mse_fusion,
+    nabf,
+    psnr_fusion,
+    qabf,
+    rmse_fusion,
+    scd,
+)
 from ifcnn_jax.metrics._vif import vif
 
 __all__ = [
@@ -65,21 +78,30 @@ __all__ = [
     "REFERENCE_METRICS",
     "average_gradient",
     "correlation_coefficient",
+    "cross_entropy",
+    "edge_intensity",
     "entropy",
     "evaluate",
     "feature_mutual_information",
     "gaussian_window",
     "luminance",
     "mae",
+    "mef_ssim",
     "ms_ssim",
     "ms_ssim_fusion",
+    "mse_fusion",
     "mutual_information",
+    "nabf",
     "normalized_mutual_information",
     "psnr",
     "psnr_fusion",
     "qabf",
     "qcb",
+    "qcv",
+    "qe",
+    "qw",
     "qy",
+    "rmse_fusion",
     "scd",
     "spatial_frequency",
     "ssim",

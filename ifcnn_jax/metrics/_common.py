@@ -42,6 +42,11 @@ QCB_P, QCB_Q, QCB_Z = 3.0, 2.0, 1e-4
 QCB_SIGMAS = (2.0, 4.0)
 QCB_RADIUS = 15
 QCB_FREQ_SCALE = 30.0
+# Qcv (Chen & Varshney 2007, Liu's metricChen.m): 16x16 regions, saliency exponent,
+# Mannos-Sakrison CSF on the freqspace grid scaled by size/8.
+QCV_BLOCK = 16
+QCV_ALPHA = 5.0
+QCV_FREQ_SCALE = 8.0
 # Qy (Yang et al. 2008, Liu's metricYang.m): SSIM with a 7x7 window and tiny constants.
 QY_WINDOW = 7
 QY_SIGMA = 1.5
@@ -50,6 +55,30 @@ QY_THRESHOLD = 0.75
 # FMI (Haghighat et al. 2011; fast FMI, Haghighat & Razian 2014).
 FMI_WINDOW = 3
 FMI_FEATURES = ("pixel", "gradient")
+# Qw, Qe (Piella & Heijmans 2003): UIQI over 8x8 sliding box windows, as SSIM with
+# K1 = K2 = 1e-6 (Yu Liu's check of Z. Liu's metricPeilla.m); edge images by the Prewitt
+# masks of that code; alpha, the exponent of the edge term.
+PIELLA_WINDOW = 8
+PIELLA_K = 1e-6
+PIELLA_ALPHA = 1.0
+# Where a window is flat in every source, metricPeilla.m adds 1/2 to each saliency.
+PIELLA_FLAT_SALIENCY = 0.5
+# MEF-SSIM (Ma, Zeng, Wang 2015, mef_ms_ssim.m): 3 scales with MS-SSIM's first three
+# weights normalised to sum 1; K = 0.03; 11x11 windows (box for the patch statistics,
+# SSIM's Gaussian for the quality map); signal-strength offset, exponent cap, MATLAB eps.
+MEF_SSIM_WEIGHTS = tuple(w / sum(MS_SSIM_WEIGHTS[:3]) for w in MS_SSIM_WEIGHTS[:3])
+MEF_SSIM_K = 0.03
+MEF_SSIM_MIN_SIZE = SSIM_WINDOW * 2 ** (len(MEF_SSIM_WEIGHTS) - 1)  # 44, the code's rule
+MEF_SSIM_STRENGTH_OFFSET = 0.001
+MEF_SSIM_P_MAX = 10.0
+MATLAB_EPS = 2.220446049250313e-16
+# Nabf (Shreyamsha Kumar 2013, objective_fusion_perform_fn.m): Petrovic's constants of
+# that code, not Qabf's. Sobel responses are divided by 8 there, which TD refers to.
+NABF_TD = 2.0
+NABF_WT_MIN = 0.001
+NABF_L = 1.5
+NABF_NRG, NABF_KG, NABF_SIGMAG = 0.9999, 19.0, 0.5
+NABF_NRA, NABF_KA, NABF_SIGMAA = 0.9995, 22.0, 0.5
 
 
 # --------------------------------------------------------------------------- helpers

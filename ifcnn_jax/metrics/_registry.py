@@ -12,26 +12,39 @@ import jax
 
 from ifcnn_jax.metrics._common import (
     FMI_WINDOW,
+    MEF_SSIM_MIN_SIZE,
     MS_SSIM_MIN_SIZE,
+    PIELLA_WINDOW,
     QY_WINDOW,
     SSIM_WINDOW,
     VIF_MIN_SIZE,
 )
 from ifcnn_jax.metrics._information import (
+    cross_entropy,
     feature_mutual_information,
     mutual_information,
     normalized_mutual_information,
 )
 from ifcnn_jax.metrics._qcb import qcb
+from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
-from ifcnn_jax.metrics._ssim import ms_ssim_fusion, qy, ssim, ssim_fusion
+from ifcnn_jax.metrics._ssim import mef_ssim, ms_ssim_fusion, qe, qw, qy, ssim, ssim_fusion
 from ifcnn_jax.metrics._statistics import (
     average_gradient,
+    edge_intensity,
     entropy,
     spatial_frequency,
     standard_deviation,
 )
-from ifcnn_jax.metrics._structure import correlation_coefficient, psnr_fusion, qabf, scd
+from ifcnn_jax.metrics._structure import (
+    correlation_coefficient,
+    mse_fusion,
+    nabf,
+    psnr_fusion,
+    qabf,
+    rmse_fusion,
+    scd,
+)
 from ifcnn_jax.metrics._vif import vif
 
 
@@ -88,6 +101,12 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             description="average gradient",
         ),
         Metric(
+            name="EI",
+            fn=_on_fused(edge_intensity),
+            higher_is_better=True,
+            description="edge intensity, mean Sobel magnitude",
+        ),
+        Metric(
             name="MI",
             fn=mutual_information,
             higher_is_better=True,
@@ -98,6 +117,12 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             fn=normalized_mutual_information,
             higher_is_better=True,
             description="Hossny's normalised MI",
+        ),
+        Metric(
+            name="CE",
+            fn=cross_entropy,
+            higher_is_better=False,
+            description="VIFB's cross entropy (histogram KL divergence), bits, mean",
         ),
         Metric(
             name="FMI_pixel",
@@ -114,6 +139,12 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             description="feature MI on the x gradient, 3x3 windows",
         ),
         Metric(name="Qabf", fn=qabf, higher_is_better=True, description="Xydeas-Petrovic edge preservation"),
+        Metric(
+            name="Nabf",
+            fn=nabf,
+            higher_is_better=False,
+            description="Kumar's modified fusion artefacts",
+        ),
         Metric(
             name="SCD",
             fn=scd,
@@ -159,13 +190,33 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             times_sources_of="MS_SSIM_mean",
         ),
         Metric(
+            name="MEF_SSIM",
+            fn=mef_ssim,
+            higher_is_better=True,
+            min_size=MEF_SSIM_MIN_SIZE,
+            description="Ma et al.'s multi-exposure fusion SSIM, 3 scales",
+        ),
+        Metric(
             name="CC",
             fn=correlation_coefficient,
             higher_is_better=True,
             description="correlation coefficient, mean",
         ),
         Metric(name="PSNR", fn=psnr_fusion, higher_is_better=True, description="fusion PSNR, dB"),
+        Metric(
+            name="MSE",
+            fn=mse_fusion,
+            higher_is_better=False,
+            description="mean of the sources' MSE to F",
+        ),
+        Metric(
+            name="RMSE",
+            fn=rmse_fusion,
+            higher_is_better=False,
+            description="square root of MSE",
+        ),
         Metric(name="Qcb", fn=qcb, higher_is_better=True, description="Chen-Blum"),
+        Metric(name="Qcv", fn=qcv, higher_is_better=False, description="Chen-Varshney"),
         Metric(
             name="Qy",
             fn=qy,
@@ -173,6 +224,20 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             min_size=QY_WINDOW,
             exact_sources=2,
             description="Yang's SSIM-based metric",
+        ),
+        Metric(
+            name="Qw",
+            fn=qw,
+            higher_is_better=True,
+            min_size=PIELLA_WINDOW,
+            description="Piella's weighted fusion quality",
+        ),
+        Metric(
+            name="Qe",
+            fn=qe,
+            higher_is_better=True,
+            min_size=PIELLA_WINDOW,
+            description="Piella's edge-dependent fusion quality",
         ),
     ]
 }

@@ -1,10 +1,12 @@
-"""The SSIM family: SSIM, MS-SSIM (against each source) and Yang's Qy.
+"""The SSIM family: SSIM, MS-SSIM (against each source), MEF-SSIM, Yang's Qy and
+Piella's Qw, Qe.
 
 The conventions (scales, shapes, windows) are those of ``ifcnn_jax.metrics``."""
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -14,9 +16,19 @@ from jax import lax
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.metrics._common import (
+    MATLAB_EPS,
+    MEF_SSIM_K,
+    MEF_SSIM_MIN_SIZE,
+    MEF_SSIM_P_MAX,
+    MEF_SSIM_STRENGTH_OFFSET,
+    MEF_SSIM_WEIGHTS,
     MS_SSIM_MIN_SIZE,
     MS_SSIM_WEIGHTS,
     PEAK,
+    PIELLA_ALPHA,
+    PIELLA_FLAT_SALIENCY,
+    PIELLA_K,
+    PIELLA_WINDOW,
     QY_C,
     QY_SIGMA,
     QY_THRESHOLD,
@@ -32,6 +44,7 @@ from ifcnn_jax.metrics._common import (
     _mean,
     _over_sources,
     _safe_divide,
+    _total,
     gaussian_window,
 )
 
@@ -149,7 +162,7 @@ def ms_ssim_fusion(sources: jax.Array, fused: jax.Array, reduce: str = "mean") -
 
     MS-SSIM as in :func:`ms_ssim` (Wang's 5-scale form). Tang's suite reports the MEF-SSIM
     of Ma et al. (3 scales, one score against the whole source sequence) under the name
-    MS_SSIM; that is a different metric.
+    MS_SSIM; that is a different metric, :func:`mef_ssim` here.
 
     Args: ``sources`` ``(N, ..., H, W)``, ``fused`` ``(..., H, W)``, 0-255, sides >= 176.
     Returns ``(...)``.
@@ -192,5 +205,184 @@ def qy(sources: jax.Array, fused: jax.Array) -> jax.Array:
         weight = _safe_divide(var_a, var_a + var_b, 0.5)
         similar = weight * s_af + (1.0 - weight) * s_bf
         return _mean(jnp.where(s_ab >= QY_THRESHOLD, similar, jnp.maximum(s_af, s_bf)))
+
+    return _map_groups(core, sources, fused)
+
+
+_PIELLA_TAPS = np.full(PIELLA_WINDOW, 1.0 / PIELLA_WINDOW)
+_PIELLA_C = (PIELLA_K * PEAK) ** 2
+
+
+def _piella_weighted(srcs: jax.Array, fus: jax.Array) -> jax.Array:
+    """Piella's weighted fusion quality Q_W of (N, H, W) sources and an (H, W) image."""
+    maps, _, var_s, _ = lax.map(lambda src: _ssim_maps(src, fus, _PIELLA_TAPS, _PIELLA_C, _PIELLA_C), srcs)
+    flat = jnp.sum(var_s, axis=0) == 0
+    saliency = jnp.where(flat[None], PIELLA_FLAT_SALIENCY, var_s)
+    weight = saliency / jnp.sum(saliency, axis=0)
+    overall = jnp.max(saliency, axis=0)
+    return _total(overall * jnp.sum(weight * maps, axis=0)) / _total(overall)
+
+
+def _prewitt_magnitude(x: jax.Array) -> jax.Array:
+    """metricPeilla.m's edge image: ``filter2`` with ``[1 0 -1; 1 0 -1; 1 0 -1]`` and
+    ``[1 1 1; 0 0 0; -1 -1 -1]`` ('same', zero padding), ``sqrt(X^2 + Y^2)``."""
+    p = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)])
+    h, w = x.shape[-2:]
+
+    def at(dy, dx):
+        return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    gx = sum(at(dy, -1) - at(dy, 1) for dy in (-1, 0, 1))
+    gy = sum(at(-1, dx) - at(1, dx) for dx in (-1, 0, 1))
+    return jnp.sqrt(gx * gx + gy * gy)
+
+
+@jax.jit
+def qw(sources: jax.Array, fused: jax.Array) -> jax.Array:
+    """Qw, Piella-Heijmans weighted fusion quality index, at most 1 (1 when all images
+    are equal).
+
+    Piella's fusion quality index on UIQI maps: ``Q0(x, y | w)`` is the universal image
+    quality index of Wang and Bovik over each 8x8 'valid' window w (box weights), computed
+    as SSIM with ``C1 = C2 = (1e-6 * 255)^2`` so that flat windows are defined (the
+    variances are exact, flat windows give 0, see ``ifcnn_jax.metrics``). Saliency
+    ``s_k(w)`` is the local variance of source k; where it is 0 for every source, each
+    ``s_k`` is 1/2 (metricPeilla.m's rule). ``l_k = s_k / sum_j s_j``,
+    ``C(w) = max_k s_k(w)``, and
+    ``Q_W = sum_w C(w) sum_k l_k(w) Q0(S_k, F | w) / sum_w C(w)``.
+
+    Paper: G. Piella, H. Heijmans, "A new quality metric for image fusion", ICIP 2003
+    (UIQI: Z. Wang, A. C. Bovik, IEEE Signal Process. Lett. 9 (2002)). Agrees with
+    Z. Liu's ``metricPeilla.m`` (sw=2) as checked against the paper by Yu Liu (MFIF,
+    2019: 8x8 box window, K = 1e-6); Z. Liu's original called SSIM's 11x11 Gaussian
+    window and K = (0.01, 0.03) instead, a different value. N sources extend the weights.
+
+    Args: ``sources`` ``(N, ..., H, W)``, ``fused`` ``(..., H, W)``, 0-255, sides >= 8.
+    Returns ``(...)``.
+    """
+    sources, fused = _as_group(sources, fused, min_size=PIELLA_WINDOW)
+    return _map_groups(_piella_weighted, sources, fused)
+
+
+@jax.jit
+def qe(sources: jax.Array, fused: jax.Array) -> jax.Array:
+    """Qe, Piella-Heijmans edge-dependent fusion quality index, at most 1 (1 when all
+    images are equal).
+
+    ``Qe = Q_W(S, F) * Q_W(S', F')^alpha`` with alpha = 1, where ``S'``, ``F'`` are edge
+    images: the magnitude of the Prewitt responses of metricPeilla.m (``[1 0 -1]`` rows
+    and columns, 'same' with zero padding) and Q_W the weighted index of :func:`qw`
+    (8x8 UIQI windows, variance saliency).
+    Paper: G. Piella, H. Heijmans, ICIP 2003. Agrees with ``metricPeilla.m`` (sw=3) of
+    Yu Liu's checked version (MFIF), which computes the first factor that Z. Liu's
+    original leaves undefined.
+
+    Args: ``sources`` ``(N, ..., H, W)``, ``fused`` ``(..., H, W)``, 0-255, sides >= 8.
+    Returns ``(...)``.
+    """
+    sources, fused = _as_group(sources, fused, min_size=PIELLA_WINDOW)
+
+    def core(srcs, fus):
+        edges = _prewitt_magnitude(jnp.concatenate([srcs, fus[None]]))
+        return _piella_weighted(srcs, fus) * _piella_weighted(edges[:-1], edges[-1]) ** PIELLA_ALPHA
+
+    return _map_groups(core, sources, fused)
+
+
+_BOX_TAPS = np.full(SSIM_WINDOW, 1.0 / SSIM_WINDOW)
+_MEF_C = (MEF_SSIM_K * PEAK) ** 2
+# tan(pi/2 R) > 10 exactly where R > (2/pi) atan(10); deciding on R avoids evaluating
+# tan near pi/2, which float32 rounds past the pole (to a large negative number).
+_MEF_R_CAP = 2.0 / math.pi * math.atan(MEF_SSIM_P_MAX)
+
+
+def _covariances(images: jax.Array, taps: np.ndarray) -> jax.Array:
+    """``(M, M, Ho, Wo)`` windowed covariances of ``(M, H, W)`` images (M >= 2), 'valid'
+    windows of weights ``outer(taps, taps)``, exact (see :func:`_local_moments`). One
+    pass per pair i < j, which also gives both variances."""
+    m = images.shape[0]
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+    first = jnp.asarray([i for i, _ in pairs])
+    second = jnp.asarray([j for _, j in pairs])
+    _, _, var_x, var_y, cov = lax.map(
+        lambda xy: _local_moments(xy[0], xy[1], taps), (images[first], images[second])
+    )
+
+    def entry(i, j):
+        if i == j:  # the variance from the first pair holding image i
+            k = next(n for n, pair in enumerate(pairs) if i in pair)
+            return var_x[k] if pairs[k][0] == i else var_y[k]
+        return cov[pairs.index((min(i, j), max(i, j)))]
+
+    return jnp.stack([jnp.stack([entry(i, j) for j in range(m)]) for i in range(m)])
+
+
+def _mef_ssim_scale(srcs: jax.Array, fus: jax.Array) -> jax.Array:
+    """mef_ssim.m at one scale: mean of the quality map of F against the desired patches."""
+    n = srcs.shape[0]
+    patch = SSIM_WINDOW * SSIM_WINDOW
+    box = _covariances(srcs, _BOX_TAPS)  # (N, N, h, w): ||x_k - mu_k||^2 / 121 on the diagonal
+    gauss = _covariances(jnp.concatenate([srcs, fus[None]]), _SSIM_TAPS)
+    idx = jnp.arange(n)
+    strength = jnp.sqrt(patch * box[idx, idx])  # ||x_k - mu_k||, (N, h, w)
+    ed = strength + MEF_SSIM_STRENGTH_OFFSET
+    # Structure consistency R = ||sum_k (x_k - mu_k)|| / sum_k ||x_k - mu_k||, in [0, 1].
+    numerator = jnp.sqrt(jnp.maximum(patch * jnp.sum(box, axis=(0, 1)), 0.0))
+    denominator = jnp.sum(strength, axis=0)
+    consistency = _safe_divide(numerator, denominator, 1.0)
+    exponent = jnp.where(
+        consistency > _MEF_R_CAP, MEF_SSIM_P_MAX, jnp.tan(jnp.pi / 2 * jnp.minimum(consistency, _MEF_R_CAP))
+    )
+    weight = (ed / SSIM_WINDOW) ** exponent[None] + MATLAB_EPS
+    weight = weight / jnp.sum(weight, axis=0)
+    # Desired patch r = s * sum_k a_k (x_k - mu_k), a_k = w_k / ed_k, rescaled to the
+    # largest strength: its moments follow from the sources' covariances.
+    a = weight / ed
+    norm_sq = patch * jnp.einsum("khw,klhw,lhw->hw", a, box, a)
+    has_structure = norm_sq > 0
+    scale = jnp.where(
+        has_structure, jnp.max(ed, axis=0) / jnp.sqrt(jnp.where(has_structure, norm_sq, 1.0)), 0.0
+    )
+    var_r = scale * scale * jnp.einsum("khw,klhw,lhw->hw", a, gauss[:n, :n], a)
+    cov_rf = scale * jnp.einsum("khw,khw->hw", a, gauss[:n, n])
+    var_f = gauss[n, n]
+    return _mean((2 * cov_rf + _MEF_C) / (var_r + var_f + _MEF_C))
+
+
+@jax.jit
+def mef_ssim(sources: jax.Array, fused: jax.Array) -> jax.Array:
+    """MEF-SSIM, Ma-Zeng-Wang's quality of a multi-exposure fusion, at most 1.
+
+    At each of 3 scales, per 11x11 'valid' patch: the sources' patches ``x_k`` (means
+    ``mu_k`` over the box window) give signal strengths ``c_k = ||x_k - mu_k||`` and
+    ``e_k = c_k + 0.001``, structure consistency ``R = ||sum_k (x_k - mu_k)|| / sum_k c_k``
+    (1 where every patch is flat), ``p = tan(pi/2 R)`` capped at 10, weights
+    ``w_k = (e_k / 11)^p + eps`` normalised to sum 1, and the desired patch
+    ``r = max_k e_k * s / ||s||`` with ``s = sum_k w_k (x_k - mu_k) / e_k`` (``r = 0``
+    where ``s = 0``). The quality map is the SSIM contrast-structure term
+    ``(2 s_rF + C) / (s_r^2 + s_F^2 + C)`` with SSIM's 11x11 Gaussian window (sigma 1.5)
+    and ``C = (0.03 * 255)^2``; ``Q_l`` is its mean. Between scales every image is 2x2
+    averaged and decimated as in :func:`ms_ssim`. ``MEF-SSIM = prod_l Q_l^{b_l}`` with
+    ``b = (0.0448, 0.2856, 0.3001) / 0.6305``; a negative Q_l is clipped to 0.
+    The moments of ``r`` are computed from the sources' windowed covariances (exact,
+    as all variances here) rather than patch by patch.
+    Paper: K. Ma, K. Zeng, Z. Wang, "Perceptual quality assessment for multi-exposure
+    image fusion", IEEE TIP 24 (2015). Agrees with the authors' ``mef_ms_ssim.m`` (as
+    shipped in Tang's suite as ``analysis_ms_ssim.m``, reported there as "MS_SSIM"),
+    whose one-pass box variances are exact here. Defined for any N >= 2 sources (the
+    exposure sequence), sides >= 44.
+
+    Args: ``sources`` ``(N, ..., H, W)``, ``fused`` ``(..., H, W)``, 0-255. Returns ``(...)``.
+    """
+    sources, fused = _as_group(sources, fused, min_size=MEF_SSIM_MIN_SIZE)
+
+    def core(srcs, fus):
+        value = 1.0
+        for level, weight in enumerate(MEF_SSIM_WEIGHTS):
+            if level:
+                srcs = jax.vmap(_downsample2)(srcs)
+                fus = _downsample2(fus)
+            value = value * jnp.maximum(_mef_ssim_scale(srcs, fus), 0.0) ** weight
+        return value
 
     return _map_groups(core, sources, fused)
