@@ -74,9 +74,11 @@ def photo_index(seed: int, example_index: int, num_photos: int) -> int:
 
 
 def make_example(collection: PhotoCollection, data: ml_collections.ConfigDict, seed: int,
-                 example_index: int, crop_size: int | None) -> dict[str, np.ndarray]:
+                 example_index: int, crop_size: int | None, *, augment: bool = False) -> dict[str, np.ndarray]:
     """Example ``example_index`` of the run drawn with ``seed``: ``sources`` (N, h, w, 3)
-    and ``target`` (h, w, 3), uint8 0-255 (sources rounded, as 8-bit photos are)."""
+    and ``target`` (h, w, 3), uint8 0-255 (sources rounded, as 8-bit photos are). With
+    ``augment`` and ``data.colour_augment > 0`` (training only), a random colour
+    transform (``train.augment``) is applied with that probability."""
     photo = collection[photo_index(seed, example_index, len(collection))]
     try:
         example = synthesis.synthesize_example(
@@ -85,7 +87,14 @@ def make_example(collection: PhotoCollection, data: ml_collections.ConfigDict, s
             focus_map=data.focus_map, flip=data.flip)
     except IFCNNError as exc:
         raise IFCNNError(f"photo {photo.name}: {exc}") from exc
-    return {"sources": to_uint8(example.sources), "target": to_uint8(example.target)}
+    sources, target = example.sources, example.target
+    if augment and data.get("colour_augment", 0.0) > 0:
+        from train.augment import augment_example
+
+        # Its own generator, so runs without augmentation see exactly the old examples.
+        rng = np.random.default_rng([int(seed), int(example_index), 0xC0102])
+        sources, target = augment_example(sources, target, rng, probability=data.colour_augment)
+    return {"sources": to_uint8(sources), "target": to_uint8(target)}
 
 
 def global_example_index(local_index: int, local_batch: int, process_index: int, process_count: int) -> int:
@@ -104,7 +113,8 @@ def train_dataset(collection: PhotoCollection, config: ml_collections.ConfigDict
     data, seed, crop = config.data, config.seed, config.data.crop_size
     examples = grain.MapDataset.range(config.num_train_steps * local_batch).map(
         lambda k: make_example(collection, data, seed,
-                               global_example_index(k, local_batch, process_index, process_count), crop))
+                               global_example_index(k, local_batch, process_index, process_count), crop,
+                               augment=True))
     return examples.batch(local_batch)
 
 
