@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output model directory")
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--seed", type=int, default=98765, help="data seed (not the training seed)")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="without the config's colour augmentation (default: batches as in training)")
     args, overrides = parser.parse_known_args(argv)
 
     import importlib.util
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
     count = 0
     for b in range(args.batches):
         examples = [input_pipeline.make_example(train_photos, config.data, args.seed, b * config.batch_size + j,
-                                                config.data.crop_size, augment=True)
+                                                config.data.crop_size, augment=not args.no_augment)
                     for j in range(config.batch_size)]
         sources = normalize(jnp.moveaxis(jnp.asarray(np.stack([e["sources"] for e in examples])), 1, 0))
         # conv2: each source is its own group, so average over sources too.
