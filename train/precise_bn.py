@@ -23,6 +23,31 @@ import sys
 import numpy as np
 
 
+def load_config(path: str, overrides: list[str]):
+    """The config of ``path`` (a train/configs file) with ``--config.KEY=VALUE``
+    overrides of scalar values (converted to the type of the value they replace)."""
+    import importlib.util
+
+    from train.config_check import validate_config
+
+    spec = importlib.util.spec_from_file_location("config_module", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for item in overrides:
+        if not item.startswith("--config.") or "=" not in item:
+            raise SystemExit(f"unknown argument {item!r} (expected --config.KEY=VALUE)")
+        key, value = item[len("--config."):].split("=", 1)
+        node = config
+        *path_keys, leaf = key.split(".")
+        for p in path_keys:
+            node = node[p]
+        old = node[leaf]
+        node[leaf] = (value == "True") if isinstance(old, bool) else type(old)(value)
+    validate_config(config)
+    return config
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.precise_bn")
     parser.add_argument("--model", required=True, help="exported model directory")
@@ -34,8 +59,6 @@ def main(argv=None) -> int:
                         help="without the config's colour augmentation (default: batches as in training)")
     args, overrides = parser.parse_known_args(argv)
 
-    import importlib.util
-
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -46,18 +69,7 @@ def main(argv=None) -> int:
     from train.export import export_model
     from train.train import normalize
 
-    spec = importlib.util.spec_from_file_location("config_module", args.config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    for item in overrides:  # --config.a.b=value
-        key, value = item[len("--config."):].split("=", 1)
-        node = config
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == "True"
-
+    config = load_config(args.config, overrides)
     model = load(args.model)
     _, metadata = load_params(args.model)
     train_photos, _ = input_pipeline.make_collections(config.data)
