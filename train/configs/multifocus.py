@@ -39,7 +39,7 @@ def get_config():
     config.learning_rate = 1e-3
     config.lr_schedule = "cosine"
     config.warmup_steps = 200
-    config.num_train_steps = 8_000  # 2.6 steps/s on a quiet core (~50 min), 1.3-1.9 on one shared with tests
+    config.num_train_steps = 6_500  # 2.6 steps/s on a quiet core (~45 min); 1.1-1.9 on one shared with tests
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 2
     config.eval_every_steps = 1000
