@@ -75,7 +75,8 @@ def score_heldout(fusers, examples) -> dict[str, dict[str, float]]:
     results = {}
     for name, fuse in fusers.items():
         rows = {"psnr": [], "ssim": [], "psnr_rgb": []}
-        for _, sources, target in examples:
+        per_photo: dict[str, list[float]] = {}
+        for example_name, sources, target in examples:
             fused = np.asarray(fuse(list(sources)))
             fy = np.asarray(metrics.luminance(fused.astype(np.float32)))
             ty = np.asarray(metrics.luminance(target.astype(np.float32)))
@@ -83,7 +84,9 @@ def score_heldout(fusers, examples) -> dict[str, dict[str, float]]:
             rows["ssim"].append(float(metrics.ssim(fy, ty)))
             mse = np.mean(np.square(fused.astype(np.float64) - target.astype(np.float64)))
             rows["psnr_rgb"].append(float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12))))
+            per_photo.setdefault(example_name.split("#")[0], []).append(rows["psnr"][-1])
         results[name] = {k: float(np.mean(v)) for k, v in rows.items()}
+        results[name]["psnr_per_photo"] = {k: float(np.mean(v)) for k, v in per_photo.items()}
     return results
 
 
@@ -130,7 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="a checkpoint directory or released .pth (repeatable)")
     parser.add_argument("--bn", choices=("running", "batch"), default="running")
-    parser.add_argument("--json", help="write the scores here")
+    parser.add_argument("--json", help="write the scores here (with PSNR Y per held-out photo)")
     parser.add_argument("--markdown", help="write the tables here")
     args = parser.parse_args(argv)
     models = [tuple(m.split("=", 1)) for m in args.model]
