@@ -48,7 +48,7 @@ def test_saturation_keeps_hue_and_luma_and_scales_chroma():
     pixel = np.array([180.0, 120.0, 60.0], np.float32)
     matrix = colour_transform(_fixed_rng([0, 1, 2], 1.5, 0.0))
     out = pixel @ matrix
-    luma = lambda p: 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]  # noqa: E731
+    luma = lambda p: 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
     assert luma(out) == pytest.approx(luma(pixel), rel=1e-6)
     hue_in = colorsys.rgb_to_hsv(*(pixel / 255))[0]
     hue_out = colorsys.rgb_to_hsv(*(out / 255))[0]

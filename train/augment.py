@@ -42,5 +42,5 @@ def augment_example(sources: np.ndarray, target: np.ndarray, rng: np.random.Gene
     if rng.random() >= probability:
         return sources, target
     matrix = colour_transform(rng)
-    apply = lambda x: np.clip(np.asarray(x, np.float32) @ matrix, 0.0, 255.0)  # noqa: E731
+    apply = lambda x: np.clip(np.asarray(x, np.float32) @ matrix, 0.0, 255.0)
     return apply(sources), apply(target)

@@ -27,9 +27,9 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from train.precise_bn import load_config
-    from train.train import initial_state, checkpoint_manager, restore_checkpoint
     from train.export import export_model
+    from train.precise_bn import load_config
+    from train.train import checkpoint_manager, initial_state, restore_checkpoint
 
     config = load_config(args.config, overrides)
     host_state, _ = initial_state(config)

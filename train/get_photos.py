@@ -29,7 +29,6 @@ records each file's origin and split.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import subprocess
@@ -88,7 +87,7 @@ def _sklearn_photos(workdir: Path):
     wheel_dir = workdir / "wheel"
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                     "--quiet", "-d", str(wheel_dir), "scikit-learn"], check=True)
-    wheel = sorted(wheel_dir.glob("scikit_learn-*.whl"))[0]
+    wheel = min(wheel_dir.glob("scikit_learn-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         for name in names:
             data = archive.read(f"sklearn/datasets/images/{name}")

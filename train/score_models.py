@@ -61,11 +61,14 @@ def make_fusers(models: list[tuple[str, str]], bn: str):
 
     fusers = {"average": lambda images: np.clip(np.round(np.mean(np.stack(images).astype(np.float32), 0)),
                                                 0, 255).astype(np.uint8)}
+    def fuser(model):
+        return lambda images: ifcnn_jax.fuse(model, list(images), task="multifocus", tile=0)
+
     for name, path in models:
         model = ifcnn_jax.load(path)
         if bn == "batch":
             model.train()
-        fusers[name] = (lambda m: lambda images: ifcnn_jax.fuse(m, list(images), task="multifocus", tile=0))(model)
+        fusers[name] = fuser(model)
     return fusers
 
 
@@ -107,15 +110,15 @@ def score_lytro(fusers, pairs, names) -> dict[str, dict[str, float]]:
 def markdown(heldout, lytro, args) -> str:
     lines = []
     if heldout:
-        lines += [f"Held-out ground truth: {args.per_photo} crops of {args.crop} px per photo of "
-                  f"`{Path(args.heldout).name}`, seed {args.seed}, BatchNorm {args.bn} statistics.", "",
+        lines += [(f"Held-out ground truth: {args.per_photo} crops of {args.crop} px per photo of "
+                   f"`{Path(args.heldout).name}`, seed {args.seed}, BatchNorm {args.bn} statistics."), "",
                   "| model | PSNR Y (dB) | SSIM Y | PSNR RGB (dB) |", "| --- | --- | --- | --- |"]
         lines += [f"| {m} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['psnr_rgb']:.2f} |" for m, s in heldout.items()]
         lines.append("")
     if lytro:
         names = list(next(iter(lytro.values())))
         lines += [f"Lytro ({args.lytro_count} pairs), no reference:", "",
-                  "| model | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
+                  "| model | " + " | ".join(names) + " |", ("| --- " * (len(names) + 1)) + "|"]
         lines += [f"| {m} | " + " | ".join(f"{s[n]:.4f}" for n in names) + " |" for m, s in lytro.items()]
         lines.append("")
     return "\n".join(lines)
