@@ -157,14 +157,18 @@ def new_ifcnn(fuse_rule: FuseRule = "max", *, conv1_from: str | None = None, see
 
     ``conv1_from`` names a checkpoint directory whose ``params['conv1']['kernel']``
     (7, 7, 3, 64, HWIO) becomes conv1: a converted torchvision ResNet-101 (the
-    paper's initialisation) or any IFCNN checkpoint, whose conv1 is that same layer.
+    paper's initialisation) or any IFCNN checkpoint, whose conv1 is that same layer;
+    one of the authors' released ``.pth`` files is read directly (without PyTorch).
     Without it conv1 is He-initialised at random. The other layers are always drawn
     from ``seed``.
     """
 
     model = IFCNN(fuse_rule, rngs=nnx.Rngs(seed))
     if conv1_from:
-        params, _ = load_params(conv1_from)
+        if str(conv1_from).lower().endswith((".pth", ".pt")) and not os.path.isdir(conv1_from):
+            params = params_from_release_file(conv1_from)  # an authors' IFCNN-*.pth
+        else:
+            params, _ = load_params(conv1_from)
         kernel = params.get("conv1", {}).get("kernel") if isinstance(params.get("conv1"), dict) else None
         if kernel is None:
             raise IFCNNError(f"{conv1_from}: checkpoint has no conv1/kernel to initialise IFCNN from")

@@ -3,16 +3,20 @@ pickled content, and loading by path through ``ifcnn_jax.load``."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
 from flax import nnx
 
 import ifcnn_jax
+from ifcnn_jax.data import synthesis
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.io.weight_files import load_npz, save_npz
+from ifcnn_jax.io.weight_files import load_npz, save_npz, shipped_path
 from ifcnn_jax.model import new_ifcnn
 
 
@@ -50,3 +54,24 @@ def test_weights_of_another_kind_are_refused(tmp_path):
     path = save_npz(tmp_path / "r.npz", {"w": np.zeros(2, np.float32)}, {"kind": "resnet101"})
     with pytest.raises(IFCNNError, match="not an IFCNN model"):
         ifcnn_jax.load(str(path))
+
+
+def test_the_shipped_model_loads_by_name_matches_its_card_and_fuses_usefully():
+    path = shipped_path("ifcnn-jax-mf")
+    assert path is not None
+    card = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in card
+    model = ifcnn_jax.load("ifcnn-jax-mf")
+    assert model.fuse_rule == "max"
+    # A usable model: well above the source average on a held-out photo with ground truth.
+    example = synthesis.synthesize_example(
+        skimage.data.chelsea(), rng=np.random.default_rng(11), crop_size=192, radius_range=(3, 8)
+    )
+    sources = [synthesis.to_uint8(s) for s in example.sources]
+    target = synthesis.to_uint8(example.target).astype(np.float64)
+
+    def psnr(image):
+        return 10 * np.log10(255**2 / np.mean((image.astype(np.float64) - target) ** 2))
+
+    average = np.mean(np.stack(sources).astype(np.float32), 0).round()
+    assert psnr(ifcnn_jax.fuse(model, sources, "multifocus")) > psnr(average) + 3

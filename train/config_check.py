@@ -118,6 +118,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"must be >= data.blur_radius_min={got['data.blur_radius_min']}",
         )
     at_least("data.crop_size", 8)
+    if not 0 <= got["data.colour_augment"] <= 1:
+        _fail("data.colour_augment", got["data.colour_augment"], "must be a probability in [0, 1]")
     for key in ("data.num_threads", "data.prefetch", "data.cache_size", "data.eval_holdout"):
         at_least(key, 0)
 
@@ -125,8 +127,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
     one_of("fuse_rule", FUSE_RULES)
     one_of("conv1_init", ("random", "dct"))
-    for key in ("conv1_checkpoint", "resnet_checkpoint"):
-        folder(key)
+    one_of("conv4_init", ("he", "zeros"))
+    conv1 = got["conv1_checkpoint"]
+    if conv1 and str(conv1).lower().endswith((".pth", ".pt")) and not Path(conv1).is_dir():
+        if not Path(conv1).is_file():  # one of the authors' released IFCNN-*.pth files
+            _fail("conv1_checkpoint", conv1, "no such file")
+    else:
+        folder("conv1_checkpoint")
+    folder("resnet_checkpoint")
     at_least("pixel_weight", 0)
     at_least("perceptual_weight", 0)
     if got["pixel_weight"] == 0 and (got["perceptual_weight"] == 0 or not got["resnet_checkpoint"]):

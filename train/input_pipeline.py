@@ -31,6 +31,7 @@ from ifcnn_jax.data.photos import (
 )
 from ifcnn_jax.data.synthesis import example_rng, to_uint8
 from ifcnn_jax.errors import IFCNNError
+from train.augment import augment_example
 
 
 class _Subset:
@@ -87,9 +88,13 @@ def make_example(
     seed: int,
     example_index: int,
     crop_size: int | None,
+    *,
+    augment: bool = False,
 ) -> dict[str, np.ndarray]:
     """Example ``example_index`` of the run drawn with ``seed``: ``sources`` (N, h, w, 3)
-    and ``target`` (h, w, 3), uint8 0-255 (sources rounded, as 8-bit photos are)."""
+    and ``target`` (h, w, 3), uint8 0-255 (sources rounded, as 8-bit photos are). With
+    ``augment`` and ``data.colour_augment > 0`` (training only), a random colour
+    transform (``train.augment``) is applied with that probability."""
     photo = collection[photo_index(seed, example_index, len(collection))]
     try:
         example = synthesis.synthesize_example(
@@ -104,7 +109,12 @@ def make_example(
         )
     except IFCNNError as exc:
         raise IFCNNError(f"photo {photo.name}: {exc}") from exc
-    return {"sources": to_uint8(example.sources), "target": to_uint8(example.target)}
+    sources, target = example.sources, example.target
+    if augment and data.get("colour_augment", 0.0) > 0:
+        # Its own generator, so runs without augmentation see exactly the old examples.
+        rng = np.random.default_rng([int(seed), int(example_index), 0xC0102])
+        sources, target = augment_example(sources, target, rng, probability=data.colour_augment)
+    return {"sources": to_uint8(sources), "target": to_uint8(target)}
 
 
 def global_example_index(local_index: int, local_batch: int, process_index: int, process_count: int) -> int:
@@ -128,7 +138,12 @@ def train_dataset(
     data, seed, crop = config.data, config.seed, config.data.crop_size
     examples = grain.MapDataset.range(config.num_train_steps * local_batch).map(
         lambda k: make_example(
-            collection, data, seed, global_example_index(k, local_batch, process_index, process_count), crop
+            collection,
+            data,
+            seed,
+            global_example_index(k, local_batch, process_index, process_count),
+            crop,
+            augment=True,
         )
     )
     return examples.batch(local_batch)

@@ -71,6 +71,11 @@ def initial_model(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
     model = new_ifcnn(config.fuse_rule, conv1_from=config.conv1_checkpoint or None, seed=config.seed)
     if not config.conv1_checkpoint and config.conv1_init == "dct":
         model.conv1.kernel[...] = jnp.asarray(dct_filter_bank())
+    if config.conv4_init == "zeros":
+        # The reference's He init gives the 1x1 output layer (3 outputs) weights of std
+        # 0.82: the first outputs are ~4 normalised units off and Adam spends the first
+        # thousand steps shrinking them (docs/training_notes.md).
+        model.conv4.kernel[...] = jnp.zeros_like(model.conv4.kernel[...])
     _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     as_numpy = functools.partial(jax.tree.map, np.asarray)
     return as_numpy(nnx.to_pure_dict(params)), as_numpy(nnx.to_pure_dict(stats))

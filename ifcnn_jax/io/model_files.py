@@ -26,7 +26,6 @@ RELEASE_URL = "https://github.com/uzeful/IFCNN/raw/master/Code/snapshots"
 URL_ENV = "IFCNN_WEIGHTS_URL"
 CACHE_ENV = "IFCNN_CACHE_DIR"
 DOWNLOAD_TIMEOUT_S = 60
-MULTIFOCUS_MODEL = "ifcnn-jax-mf"
 
 # name -> (fusion rule, SHA-256 of the authors' file Code/snapshots/<name>.pth)
 RELEASED: dict[str, tuple[str, str]] = {
@@ -100,11 +99,9 @@ def released_weights(name: str, *, quiet: bool = False) -> Path:
 
 
 def default_model(task: str) -> str:
-    """The model a task uses when none is named: this project's shipped multi-focus
-    weights for ``multifocus`` when the package holds them (docs/models.md), else the
-    demo's released model (MAX, or MEAN for exposure)."""
-    if task == "multifocus" and shipped_path(MULTIFOCUS_MODEL) is not None:
-        return MULTIFOCUS_MODEL
+    """The model a task uses when none is named: the demo's released model (MAX, or
+    MEAN for exposure). This project's shipped ``ifcnn-jax-mf`` is not the default: it
+    still scores below IFCNN-MAX (docs/models.md)."""
     return f"IFCNN-{DEFAULT_RULE[task].upper()}"
 
 

@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.blur_radius_max = 8  # CHOICE.
     config.data.crop_size = 128  # CHOICE: random square crops of the 480x640 photos.
     config.data.flip = True  # CHOICE: random left-right mirroring.
+    # CHOICE: probability of a random colour transform per training example (channel
+    # permutation, saturation, gain; train/augment.py). 0 = off, as in the paper.
+    config.data.colour_augment = 0.0
     config.data.num_threads = 4  # Grain threads that synthesise examples (host CPU).
     config.data.prefetch = 4  # Batches prepared ahead of the train step.
     config.data.cache_size = 32  # Decoded photos kept in memory (folder source).
@@ -54,6 +57,8 @@ def get_config() -> ml_collections.ConfigDict:
     # for ResNet-101's conv1 (train/conv1_filters.py). CHOICE.
     config.conv1_init = "random"
     config.freeze_conv1 = True  # PAPER: conv1 is frozen.
+    # CHOICE: "he" (the reference's init of every conv) or "zeros" for the 1x1 output conv4.
+    config.conv4_init = "he"
 
     # ---- loss: pixel MSE + perceptual_weight * perceptual ----------------------------
     config.pixel_weight = 1.0  # CHOICE.
