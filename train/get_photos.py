@@ -41,6 +41,8 @@ import cv2
 import numpy as np
 import skimage.data
 
+from ifcnn_jax.data.photos import SKIMAGE_PHOTOS
+
 # Never trained on. Chosen before any training for variety: saturated colours
 # (FallenLeaf, ColorfulCups, flower), foliage (Path), a sunset with fine detail
 # (EveningGlow), sky (Kite), fur and a still life (chelsea, coffee).
@@ -55,23 +57,9 @@ HELD_OUT: tuple[str, ...] = (
     "sklearn-flower",
 )
 
-# scikit-image photos: colour and gray ones (gray is used as RGB).
-SKIMAGE_NAMES = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "rocket",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "camera",
-    "brick",
-    "grass",
-    "gravel",
-    "coins",
-    "moon",
-    "clock",
-)
+# scikit-image photos (gray ones are used as RGB): the package's list, without the
+# stereo pair's two views, which are loaded differently and would be near-duplicates.
+SKIMAGE_NAMES = tuple(name for name in SKIMAGE_PHOTOS if not name.startswith("motorcycle"))
 DEBIAN_PACKAGES = ("plasma-workspace-wallpapers", "gnome-backgrounds")
 
 
