@@ -141,8 +141,8 @@ def test_exposure_tiles_only_the_network_and_clahe_sees_the_whole_image(mean_mod
     calls = []
     real_forward = recipes.forward
 
-    def recording(model, sources, *, tile=None):
-        out = real_forward(model, sources, tile=tile)
+    def recording(model, sources, *, tile=None, progress=None):
+        out = real_forward(model, sources, tile=tile, progress=progress)
         calls.append((np.shape(sources), tile, np.asarray(out)))
         return out
 
