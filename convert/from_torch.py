@@ -49,8 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: args.run(args), interrupted="interrupted; nothing written")
+    def body() -> int:
+        # The parser imports the subcommands (torch, JAX): inside run_command, so that a
+        # Ctrl-C during those imports is handled like one during the conversion.
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+
+    return run_command(body, interrupted="interrupted; nothing written")
 
 
 if __name__ == "__main__":

@@ -213,3 +213,20 @@ def test_ctrl_c_gives_one_line_130_and_no_temporary_files(release_dir, tmp_path,
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["interrupted"], err
     assert _hidden_leftovers(tmp_path) == [] and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("delay", [0.5, 2.0])
+def test_ctrl_c_during_a_conversion_leaves_nothing(release_dir, tmp_path, delay):
+    weights = release_dir / "snapshots" / "IFCNN-MAX.pth"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convert.from_torch", "ifcnn", str(weights), str(tmp_path / "ifcnn-max")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the conversion finished before the signal; nothing interrupted")
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted; nothing written"], err
+    assert list(tmp_path.iterdir()) == []
