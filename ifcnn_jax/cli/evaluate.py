@@ -335,16 +335,7 @@ def run(args: argparse.Namespace) -> int:
             f"figure_{_slug(c)}.png": functools.partial(figure_png, entries) for c, entries in figures.items()
         },
     }
-    inputs = [
-        *image_set.skipped,
-        *fused_paths,
-        *(p for g in image_set.groups for p in (*g.sources, g.reference) if p),
-    ]
-    for name in outputs:  # all checks first: write nothing over an input image
-        _refuse_overwriting_sources(out_dir / name, inputs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, content in outputs.items():
-        write_bytes_atomic(out_dir / name, content())
+    _write_outputs(out_dir, outputs, image_set, fused_paths)
     written = list(outputs)
     elapsed = time.perf_counter() - start
     if not args.quiet:
@@ -471,22 +462,28 @@ def run_comparison(
             f"figure_{_slug(c)}.png": functools.partial(figure_png, entries) for c, entries in figures.items()
         },
     }
-    inputs = [
-        *image_set.skipped,
-        *fused_paths,
-        *(p for g in image_set.groups for p in (*g.sources, g.reference) if p),
-    ]
-    for name in outputs:  # all checks first: write nothing over an input image
-        _refuse_overwriting_sources(out_dir / name, inputs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, content in outputs.items():
-        write_bytes_atomic(out_dir / name, content())
+    _write_outputs(out_dir, outputs, image_set, fused_paths)
     if not args.quiet:
         print(
             f"\n{len(methods)} methods x {len(image_set.groups)} groups in "
             f"{time.perf_counter() - start:.1f} s; wrote {', '.join(outputs)} to {out_dir}"
         )
     return 0
+
+
+def _write_outputs(out_dir: Path, outputs: dict, image_set: ImageSet, fused_paths: Sequence[Path]) -> None:
+    """Writes each ``name: make_bytes`` of ``outputs`` atomically into ``out_dir``, after
+    checking all of them first: nothing is written over an input image."""
+    inputs = [
+        *image_set.skipped,
+        *fused_paths,
+        *(p for g in image_set.groups for p in (*g.sources, g.reference) if p),
+    ]
+    for name in outputs:
+        _refuse_overwriting_sources(out_dir / name, inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in outputs.items():
+        write_bytes_atomic(out_dir / name, content())
 
 
 def _by_collection(rows: list[dict]) -> dict[str, list[dict]]:
