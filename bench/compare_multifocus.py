@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ifcnn_jax  # noqa: E402
 from ifcnn_jax import metrics  # noqa: E402
 from ifcnn_jax.data import synthesis  # noqa: E402
-from ifcnn_jax.io.images import read_image, write_image  # noqa: E402
+from ifcnn_jax.io.images import read_image, to_8bit, write_image  # noqa: E402
 from ifcnn_jax.recipes import fuse_with_focus_map  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,10 +115,9 @@ def ground_truth_pairs(heldout: Path | None, work: Path) -> list[tuple[list[Path
                 radius_range=(2, 8),
             )
             files = [
-                write_image(work / f"gt{i}-{j}-{k}.png", synthesis.to_uint8(s))
-                for k, s in enumerate(example.sources)
+                write_image(work / f"gt{i}-{j}-{k}.png", to_8bit(s)) for k, s in enumerate(example.sources)
             ]
-            pairs.append((files, synthesis.to_uint8(example.target)))
+            pairs.append((files, to_8bit(example.target)))
     return pairs
 
 

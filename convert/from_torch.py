@@ -13,13 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a script: make the repository root importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ifcnn_jax.cli.common import run_command  # noqa: E402
+from ifcnn_jax.cli.common import run_command
 
 SUBCOMMANDS = {
     "ifcnn": ("convert.ifcnn", "the authors' released IFCNN-MAX/SUM/MEAN state dicts"),

@@ -25,9 +25,9 @@ from ifcnn_jax import metrics
 from ifcnn_jax.data.synthesis import synthesize_example
 from ifcnn_jax.figures import figure_png, thumbnail
 from ifcnn_jax.io.atomic import write_bytes_atomic
+from ifcnn_jax.io.images import to_8bit
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 PHOTOS = (("astronaut", 7), ("coffee", 3), ("chelsea", 11))
 
@@ -53,10 +53,10 @@ def main() -> int:
             focus_map="shapes",
             flip=False,
         )
-        sources = [np.round(s).astype(np.uint8) for s in example.sources]
-        target = np.round(example.target).astype(np.uint8)
+        sources = [to_8bit(s) for s in example.sources]
+        target = to_8bit(example.target)
         fused = ifcnn_jax.fuse(model, sources, task="multifocus")
-        average = np.round(np.mean(example.sources, axis=0)).astype(np.uint8)
+        average = to_8bit(np.mean(example.sources, axis=0))
         psnr = {
             label: float(metrics.evaluate(sources, image, reference=target, names=["PSNR_ref"])["PSNR_ref"])
             for label, image in (("fused", fused), ("average", average))

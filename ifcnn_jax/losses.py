@@ -21,8 +21,6 @@ from ifcnn_jax.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNet101, check_taps
 __all__ = [
     "DEFAULT_TAPS",
     "DEFAULT_WEIGHTS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "perceptual_loss",
     "pixel_loss",
 ]

@@ -33,14 +33,15 @@ from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.inference import forward
 from ifcnn_jax.io.images import to_8bit
 from ifcnn_jax.model import IFCNN
-from ifcnn_jax.resnet import IMAGENET_MEAN as _IMAGENET_MEAN
-from ifcnn_jax.resnet import IMAGENET_STD as _IMAGENET_STD
-from ifcnn_jax.tasks import DEFAULT_RULE, TASKS  # noqa: F401 - re-exported
+from ifcnn_jax.resnet import IMAGENET_MEAN, IMAGENET_STD
+from ifcnn_jax.tasks import TASKS
 
-IMAGENET_MEAN = np.array(_IMAGENET_MEAN, np.float32)
-IMAGENET_STD = np.array(_IMAGENET_STD, np.float32)
-IDENTITY_MEAN = np.zeros(3, np.float32)
-IDENTITY_STD = np.ones(3, np.float32)
+# The network's input normalisations as float32 arrays: colour multi-focus sources take
+# ImageNet's (the constants live in ifcnn_jax.resnet), gray and luminance inputs none.
+_IMAGENET_MEAN = np.array(IMAGENET_MEAN, np.float32)
+_IMAGENET_STD = np.array(IMAGENET_STD, np.float32)
+_IDENTITY_MEAN = np.zeros(3, np.float32)
+_IDENTITY_STD = np.ones(3, np.float32)
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = (8, 8)
 
@@ -268,7 +269,7 @@ def _all_colour_or_all_gray(images: list[np.ndarray], names: list[str], task: st
 def _multifocus(model, images, names, task, tile, progress):
     colour = _all_colour_or_all_gray(images, names, task)
     kind = _output_kind(images)
-    fused = _run_network(model, images, IMAGENET_MEAN, IMAGENET_STD, tile, progress)
+    fused = _run_network(model, images, _IMAGENET_MEAN, _IMAGENET_STD, tile, progress)
     fused = _quantise(fused, kind)
     return fused if any(colour) else _rgb_to_gray(fused)
 
@@ -294,7 +295,7 @@ def fuse_with_focus_map(
     _check_same_size(images, names)
     _all_colour_or_all_gray(images, names, "multifocus")
     kind = _output_kind(images)
-    network = _run_network(model, images, IMAGENET_MEAN, IMAGENET_STD, tile, progress)
+    network = _run_network(model, images, _IMAGENET_MEAN, _IMAGENET_STD, tile, progress)
     fused, labels = fuse_by_decision_map(network, [_to_unit(im) for im in images], settings)
     if kind == "float":
         return fused, labels
@@ -312,13 +313,13 @@ def _gray_modalities(model, images, names, task, tile, progress):
     if not any(colour):
         kind = _output_kind(images)
         gray = [_gray_channel(im) for im in images]
-        fused = _run_network(model, gray, IDENTITY_MEAN, IDENTITY_STD, tile, progress)
+        fused = _run_network(model, gray, _IDENTITY_MEAN, _IDENTITY_STD, tile, progress)
         return _rgb_to_gray(_quantise(fused, kind))
     # A colour source: fuse its luminance with the others, keep its chroma (8-bit path).
     index = colour.index(True)
     ycbcr = pil_rgb_to_ycbcr(to_8bit(images[index]))
     lumas = [ycbcr[..., 0] if i == index else to_8bit(_gray_channel(im)) for i, im in enumerate(images)]
-    fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile, progress)
+    fused = _run_network(model, lumas, _IDENTITY_MEAN, _IDENTITY_STD, tile, progress)
     y = _rgb_to_gray(_quantise(fused, "uint8"))
     return cv2.cvtColor(np.dstack([y, ycbcr[..., 2], ycbcr[..., 1]]), cv2.COLOR_YCrCb2RGB)
 
@@ -352,8 +353,22 @@ def _exposure(model, images, names, task, tile, progress):
     images8 = [to_8bit(im) for im in images]  # CLAHE and PIL's YCbCr work on 8 bits
     ycbcr = np.stack([pil_rgb_to_ycbcr(im) for im in images8]) if all(colour) else None
     lumas = list(ycbcr[..., 0]) if ycbcr is not None else [_gray_channel(im) for im in images8]
-    fused = _run_network(model, lumas, IDENTITY_MEAN, IDENTITY_STD, tile, progress)
-    return finish_exposure(_quantise(fused, "uint8"), ycbcr)
+    return finish_exposure(exposure_network(model, lumas, tile=tile, progress=progress), ycbcr)
+
+
+def exposure_network(
+    model: IFCNN,
+    lumas: Sequence[np.ndarray],
+    *,
+    tile: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """The first stage of multi-exposure fusion, as the demo runs it: the network on
+    the sources' ``(H, W)`` uint8 luminance planes (0-255, scaled to 0-1, copied to
+    three channels, no normalisation), de-normalised, clipped to [0, 1] and truncated
+    to ``(H, W, 3)`` uint8. :func:`finish_exposure` takes this output."""
+    fused = _run_network(model, list(lumas), _IDENTITY_MEAN, _IDENTITY_STD, tile, progress)
+    return _quantise(fused, "uint8")
 
 
 def finish_exposure(fused_rgb: np.ndarray, ycbcr: np.ndarray | None) -> np.ndarray:

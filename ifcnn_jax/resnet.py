@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ifcnn_jax import param_trees
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.checkpoints import load_params
 
@@ -237,8 +238,8 @@ def resnet101_from_params(params: dict, source: str = "parameter tree") -> ResNe
 
     Raises ``IFCNNError`` naming the first missing, unexpected or misshapen entry.
     """
-    expected = _flatten(expected_param_shapes())
-    got = _flatten(params)
+    expected = param_trees.flatten(expected_param_shapes())
+    got = param_trees.flatten(params)
     for key, shape in expected.items():
         if key not in got:
             raise IFCNNError(f"{source}: missing ResNet-101 parameter {key}")
@@ -272,14 +273,3 @@ def load_resnet101(ckpt_dir: str | os.PathLike) -> ResNet101:
             "stack (convert one with convert/from_torch.py resnet101)"
         )
     return resnet101_from_params(params, source=str(ckpt_dir))
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "/"))
-        else:
-            flat[name] = value
-    return flat

@@ -25,7 +25,7 @@ def _denormalise_in_place(tensor, mean, std):
     return tensor
 
 
-def _network_to_uint8(model: ReferenceIFCNN, tensors, mean, std) -> np.ndarray:
+def network_to_uint8(model: ReferenceIFCNN, tensors, mean, std) -> np.ndarray:
     with torch.no_grad():
         out = model(*[t.unsqueeze(0) for t in tensors])[0]
     out = _denormalise_in_place(out, mean, std).clamp(0, 1) * 255
@@ -37,7 +37,7 @@ def reference_pair_recipe(model: ReferenceIFCNN, arrays: list[np.ndarray], colou
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if colour else ([0, 0, 0], [1, 1, 1])
     to_input = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=mean, std=std)])
     tensors = [to_input(Image.fromarray(a).convert("RGB")) for a in arrays]
-    fused = _network_to_uint8(model, tensors, mean, std)
+    fused = network_to_uint8(model, tensors, mean, std)
     return fused if colour else cv2.cvtColor(fused, cv2.COLOR_RGB2GRAY)
 
 
@@ -62,7 +62,7 @@ def reference_exposure_recipe(model: ReferenceIFCNN, arrays: list[np.ndarray]) -
     cb_new[torch.isnan(cb_new)] = 128
     cr_new[torch.isnan(cr_new)] = 128
 
-    fused = _network_to_uint8(model, lumas, [0, 0, 0], [1, 1, 1])
+    fused = network_to_uint8(model, lumas, [0, 0, 0], [1, 1, 1])
     y = cv2.cvtColor(fused, cv2.COLOR_RGB2GRAY) / 255
     y = (y * 235 + (1 - y) * 16).astype("uint8")
     y = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(y)

@@ -58,22 +58,22 @@ def test_saturation_keeps_hue_and_luma_and_scales_chroma():
 
 def test_augmenting_the_example_equals_synthesising_from_the_augmented_photo():
     rng = np.random.default_rng(0)
-    photo = rng.uniform(60, 190, (48, 48, 3)).astype(np.float32)
+    photo = rng.uniform(60 / 255, 190 / 255, (48, 48, 3)).astype(np.float32)
     matrix = colour_transform(np.random.default_rng(5), gain=(0.9, 1.0), saturation=(0.9, 1.1))
     example = synthesis.synthesize_example(photo, rng=np.random.default_rng(1), crop_size=32)
     again = synthesis.synthesize_example(photo @ matrix, rng=np.random.default_rng(1), crop_size=32)
-    np.testing.assert_allclose(example.sources @ matrix, again.sources, atol=1e-3)
-    np.testing.assert_allclose(example.target @ matrix, again.target, atol=1e-3)
+    np.testing.assert_allclose(example.sources @ matrix, again.sources, atol=1e-3 / 255)
+    np.testing.assert_allclose(example.target @ matrix, again.target, atol=1e-3 / 255)
 
 
 def test_probability_and_clipping():
-    sources = np.full((2, 4, 4, 3), 250.0, np.float32)
-    target = np.full((4, 4, 3), 250.0, np.float32)
+    sources = np.full((2, 4, 4, 3), 250 / 255, np.float32)
+    target = np.full((4, 4, 3), 250 / 255, np.float32)
     same = augment_example(sources, target, np.random.default_rng(0), probability=0.0)
     assert same[0] is sources and same[1] is target
     for seed in range(20):
         out_sources, out_target = augment_example(
             sources, target, np.random.default_rng(seed), probability=1.0
         )
-        assert out_sources.min() >= 0 and out_sources.max() <= 255
+        assert out_sources.min() >= 0 and out_sources.max() <= 1
         np.testing.assert_array_equal(out_sources[0], out_target)

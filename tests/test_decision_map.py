@@ -21,7 +21,7 @@ from ifcnn_jax.decision_map import (
     guided_filter,
     remove_small_regions,
 )
-from ifcnn_jax.io.images import read_image, write_image
+from ifcnn_jax.io.images import read_image, to_8bit, write_image
 from ifcnn_jax.recipes import fuse_with_focus_map
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,8 +110,8 @@ def _synthetic_group(photo: np.ndarray, num_sources: int, seed: int):
         photo, rng=np.random.default_rng(seed), crop_size=192, num_sources=num_sources, radius_range=(3, 8)
     )
     return (
-        [synthesis.to_uint8(s) for s in example.sources],
-        synthesis.to_uint8(example.target),
+        [to_8bit(s) for s in example.sources],
+        to_8bit(example.target),
         example.labels,
     )
 

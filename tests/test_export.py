@@ -8,10 +8,11 @@ import pytest
 from flax import nnx
 
 import ifcnn_jax
+from ifcnn_jax import param_trees
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.checkpoints import load_params
 from ifcnn_jax.model import new_ifcnn
-from train.checkpointing import check_export_target, export_model, model_tree
+from train.checkpointing import check_export_target, export_model
 
 
 def test_export_round_trips_through_ifcnn_load(tmp_path):
@@ -20,7 +21,7 @@ def test_export_round_trips_through_ifcnn_load(tmp_path):
     _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     params, stats = nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
     stats = jax.tree.map(lambda v: np.asarray(v) + 0.25, stats)  # not the defaults
-    tree = model_tree(params, stats)
+    tree = param_trees.merge(params, stats)
     assert set(tree["conv2"]["bn"]) == {"scale", "bias", "mean", "var"}
     path = export_model(
         tmp_path / "model", params, stats, {"kind": "ifcnn", "fuse_rule": "sum", "step": 7}, workdir=tmp_path

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.io.images import read_image, write_image
+from ifcnn_jax.io.images import average_8bit, read_image, to_8bit, write_image
 
 
 def test_reads_rgb_in_rgb_order_like_pil(tmp_path):
@@ -78,3 +78,26 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class TestTo8bit:
+    def test_each_sample_type(self):
+        unit = np.array([0.0, 0.5 / 255, 1.5 / 255, 0.2, 1.0, 1.7, -0.3], np.float32)
+        # round(255 x) with NumPy's half-to-even, after clipping to [0, 1].
+        np.testing.assert_array_equal(to_8bit(unit), [0, 0, 2, 51, 255, 255, 0])
+        samples = np.array([0, 128, 257 * 3, 65535], np.uint16)
+        np.testing.assert_array_equal(to_8bit(samples), [0, 0, 3, 255])
+        eight = np.array([7, 200], np.uint8)
+        assert to_8bit(eight) is eight
+
+
+class TestAverage8bit:
+    def test_rounds_the_exact_mean_half_to_even(self):
+        a = np.array([[0, 1, 2, 254]], np.uint8)
+        b = np.array([[1, 2, 3, 255]], np.uint8)
+        # Means 0.5, 1.5, 2.5, 254.5 round to the even neighbour.
+        np.testing.assert_array_equal(average_8bit(np.stack([a, b])), [[0, 2, 2, 254]])
+
+    def test_axis_and_three_sources(self):
+        stack = np.array([[[10], [11], [13]]], np.uint8)  # (1, 3, 1): sources on axis 1
+        np.testing.assert_array_equal(average_8bit(stack, axis=1), [[11]])  # 34 / 3 = 11.33

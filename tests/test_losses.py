@@ -12,14 +12,8 @@ import pytest
 import torch
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.losses import (
-    DEFAULT_TAPS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    perceptual_loss,
-    pixel_loss,
-)
-from ifcnn_jax.resnet import TAPS
+from ifcnn_jax.losses import DEFAULT_TAPS, perceptual_loss, pixel_loss
+from ifcnn_jax.resnet import IMAGENET_MEAN, IMAGENET_STD, TAPS
 from tests import torch_resnet
 
 SHAPE = (2, 64, 64, 3)

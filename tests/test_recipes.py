@@ -15,7 +15,7 @@ from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.images import read_image
 from tests.conftest import release_dir_or_skip
 from tests.reference_recipes import (
-    _network_to_uint8,
+    network_to_uint8,
     reference_exposure_recipe,
     reference_pair_recipe,
 )
@@ -83,11 +83,8 @@ def test_recipe_matches_the_demo_on_release_images(released_models, task, paths)
         expected = reference_exposure_recipe(reference, images)
         # Stage 1, the network: our fused Y against PyTorch's, before enhancement.
         lumas = [recipes.pil_rgb_to_ycbcr(im)[..., 0] for im in images]
-        ours_rgb = recipes._quantise(
-            recipes._run_network(ours_model, lumas, recipes.IDENTITY_MEAN, recipes.IDENTITY_STD, None),
-            "uint8",
-        )
-        reference_rgb = _network_to_uint8(reference, _network_input_lumas(images), [0, 0, 0], [1, 1, 1])
+        ours_rgb = recipes.exposure_network(ours_model, lumas)
+        reference_rgb = network_to_uint8(reference, _network_input_lumas(images), [0, 0, 0], [1, 1, 1])
         identical, worst = _agreement(ours_rgb, reference_rgb)
         assert identical >= 0.999 and worst <= 1
         # Stage 2, everything after the network, is exact: given PyTorch's network

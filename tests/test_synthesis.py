@@ -62,7 +62,7 @@ def test_ground_truth_is_the_sharp_crop():
             photo, rng=np.random.default_rng(seed), crop_size=24, radius_range=(1, 4)
         )
         top, left, h, w = example.box
-        crop = photo[top : top + h, left : left + w].astype(np.float32)
+        crop = photo[top : top + h, left : left + w].astype(np.float32) / np.float32(255)  # 0-1 out
         expected = crop[:, ::-1] if example.flipped else crop
         np.testing.assert_array_equal(example.target, expected)
         assert example.target.dtype == np.float32
@@ -92,10 +92,10 @@ def test_each_source_is_blurred_exactly_outside_its_focus_region(num_sources, fo
     assert set(np.unique(example.labels)) <= set(range(num_sources))
     for k in range(num_sources):
         # The blur of the whole photo, cropped: the synthesis must see real context.
-        blurred = reference_blur(photo, example.radii[k])[top : top + h, left : left + w]
+        blurred = reference_blur(photo, example.radii[k])[top : top + h, left : left + w] / 255
         in_focus = example.labels == k
         np.testing.assert_array_equal(example.sources[k][in_focus], example.target[in_focus])
-        np.testing.assert_allclose(example.sources[k][~in_focus], blurred[~in_focus], atol=2e-3)
+        np.testing.assert_allclose(example.sources[k][~in_focus], blurred[~in_focus], atol=2e-3 / 255)
     assert all(2 <= r <= 5 for r in example.radii)
 
 

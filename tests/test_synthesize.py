@@ -114,7 +114,7 @@ def test_write_dataset_round_trips(tmp_path):
             photo, rng=synthesis.example_rng(4, index), crop_size=32, num_sources=3, radius_range=(1, 3)
         )
         for name, source in zip(group["sources"], example.sources):
-            np.testing.assert_array_equal(read_png(out / name), np.clip(np.round(source), 0, 255))
+            np.testing.assert_array_equal(read_png(out / name), np.round(source.astype(np.float64) * 255))
         labels = cv2.imread(str(out / detail["focus_map"]), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(labels, example.labels.astype(np.int32) * 255 // 2)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left

@@ -29,8 +29,7 @@ from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.inference import forward
 from ifcnn_jax.io.checkpoints import load_params, save_params
 from ifcnn_jax.io.images import write_image
-from ifcnn_jax.recipes import IMAGENET_MEAN, IMAGENET_STD
-from ifcnn_jax.resnet import ResNet101
+from ifcnn_jax.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNet101
 from train import checkpointing, input_pipeline
 from train import step as train_step
 from train import train as training

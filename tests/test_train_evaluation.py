@@ -20,9 +20,9 @@ def test_reference_scores_match_scikit_image():
     sources = np.clip(
         target[:, None].astype(np.int32) + rng.integers(-40, 41, (3, 2, 24, 24, 3)), 0, 255
     ).astype(np.uint8)
-    fused = np.clip(target + rng.normal(0, 5, target.shape), 0, 255).astype(np.float32)
+    fused = (np.clip(target + rng.normal(0, 5, target.shape), 0, 255) / 255).astype(np.float32)
     scores = evaluation.reference_scores(fused, sources, target)
-    fused_8 = np.round(fused)
+    fused_8 = np.round(fused.astype(np.float64) * 255)
     average_8 = np.round(sources.astype(np.float64).mean(axis=1))
     for image, suffix in ((fused_8, ""), (average_8, "_average_baseline")):
         psnr = np.mean(
@@ -51,7 +51,10 @@ def test_grid_shows_sources_average_fused_and_ground_truth(tmp_path):
     sources = np.zeros((2, 2, 8, 8, 3), np.uint8)
     sources[:, 1] = 200
     path = evaluation.write_grid(
-        tmp_path / "g" / "grid.png", sources, np.full((2, 8, 8, 3), 50.0), np.full((2, 8, 8, 3), 60, np.uint8)
+        tmp_path / "g" / "grid.png",
+        sources,
+        np.full((2, 8, 8, 3), 50 / 255),
+        np.full((2, 8, 8, 3), 60, np.uint8),
     )
     written = cv2.imread(str(path))[..., ::-1]
     h = evaluation.GRID_HEIGHT

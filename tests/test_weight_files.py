@@ -16,6 +16,7 @@ from flax import nnx
 import ifcnn_jax
 from ifcnn_jax.data import synthesis
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.images import to_8bit
 from ifcnn_jax.io.weight_files import load_npz, save_npz, shipped_path
 from ifcnn_jax.model import new_ifcnn
 
@@ -67,8 +68,8 @@ def test_the_shipped_model_loads_by_name_matches_its_card_and_fuses_usefully():
     example = synthesis.synthesize_example(
         skimage.data.chelsea(), rng=np.random.default_rng(11), crop_size=192, radius_range=(3, 8)
     )
-    sources = [synthesis.to_uint8(s) for s in example.sources]
-    target = synthesis.to_uint8(example.target).astype(np.float64)
+    sources = [to_8bit(s) for s in example.sources]
+    target = to_8bit(example.target).astype(np.float64)
 
     def psnr(image):
         return 10 * np.log10(255**2 / np.mean((image.astype(np.float64) - target) ** 2))

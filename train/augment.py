@@ -5,7 +5,7 @@ of an example, after the sources are synthesised. Each transform is a per-pixel
 affine map of the RGB values (channel permutation, saturation about the BT.601
 luminance, gain), and the blur is linear and per channel, so transforming the
 synthesised example equals synthesising from the transformed photo, up to the final
-clipping to 0-255 (which then happens after the blur, as a sensor clips after the
+clipping to 0-1 (which then happens after the blur, as a sensor clips after the
 optics). It widens the colours and brightnesses seen in training beyond those of a
 small photo collection: without it, models trained on a few dozen photos shifted
 saturated colours they had not seen (see docs/training_notes.md).
@@ -44,9 +44,9 @@ def augment_example(
     sources: np.ndarray, target: np.ndarray, rng: np.random.Generator, probability: float = 0.8
 ) -> tuple[np.ndarray, np.ndarray]:
     """With ``probability``, applies one :func:`colour_transform` to ``sources``
-    (N, h, w, 3) and ``target`` (h, w, 3), float 0-255, and clips to 0-255."""
+    (N, h, w, 3) and ``target`` (h, w, 3), float 0-1, and clips to 0-1."""
     if rng.random() >= probability:
         return sources, target
     matrix = colour_transform(rng)
-    apply = lambda x: np.clip(np.asarray(x, np.float32) @ matrix, 0.0, 255.0)
+    apply = lambda x: np.clip(np.asarray(x, np.float32) @ matrix, 0.0, 1.0)
     return apply(sources), apply(target)

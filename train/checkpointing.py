@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ifcnn_jax import param_trees
 from ifcnn_jax.io.checkpoints import check_free_space, check_replaceable, save_params
 from train.step import TrainState
 
@@ -51,17 +52,6 @@ def restore_checkpoint(manager, step: int, abstract_state: TrainState) -> tuple[
     return restored["state"], dict(restored["data"])
 
 
-def model_tree(params: dict, batch_stats: dict) -> dict:
-    """Merges the Param and BatchStat pure-dict trees into the one IFCNN parameter tree
-    (``conv2/bn`` holds scale, bias, mean and var)."""
-    tree = {name: dict(sub) for name, sub in params.items()}
-    for name, stats in batch_stats.items():
-        for sub, values in stats.items():
-            tree.setdefault(name, {})
-            tree[name][sub] = {**tree[name].get(sub, {}), **values}
-    return jax.tree.map(np.asarray, tree)
-
-
 def export_owner(workdir: str | Path) -> str:
     """The ``owner`` recorded in a run's exports: its absolute work directory."""
     return str(Path(workdir).resolve())
@@ -84,5 +74,5 @@ def export_model(
     calling process writes: in a multi-process run call it on one process.
     """
     return save_params(
-        path, model_tree(params, batch_stats), metadata, force=True, owner=export_owner(workdir)
+        path, param_trees.merge(params, batch_stats), metadata, force=True, owner=export_owner(workdir)
     )

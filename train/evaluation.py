@@ -12,28 +12,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
+import ml_collections
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ifcnn_jax import metrics
 from ifcnn_jax.data.photos import read_rgb
-from ifcnn_jax.data.synthesis import to_uint8
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.figures import figure_png, thumbnail
 from ifcnn_jax.io import testsets
 from ifcnn_jax.io.atomic import write_bytes_atomic
+from ifcnn_jax.io.images import average_8bit, to_8bit
+from ifcnn_jax.recipes import fuse as fuse_recipe
+from train import input_pipeline
+from train.step import DATA_AXIS, TrainState, make_fuse_fn, merge_model, replicate, to_host
 
 GRID_HEIGHT = 128
 
 
 def reference_scores(fused: np.ndarray, sources: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Mean PSNR (dB) and SSIM over examples, fused vs ground truth and source average vs
-    ground truth. ``fused``, ``target`` (E, h, w, 3) and ``sources`` (E, N, h, w, 3), all
-    uint8 or 0-255."""
-    fused_y = metrics.luminance(to_uint8(fused).astype(np.float32))
+    ground truth. ``fused`` (E, h, w, 3) is uint8 or float on 0-1 (rounded to 8 bits
+    first, as a written result would be); ``target`` (E, h, w, 3) and ``sources``
+    (E, N, h, w, 3) are uint8."""
+    fused_y = metrics.luminance(to_8bit(fused).astype(np.float32))
     target_y = metrics.luminance(np.asarray(target, np.float32))
-    average_y = metrics.luminance(
-        to_uint8(np.mean(np.asarray(sources, np.float32), axis=1)).astype(np.float32)
-    )
+    average_y = metrics.luminance(average_8bit(sources, axis=1).astype(np.float32))
     return {
         "psnr": float(np.mean(metrics.psnr(fused_y, target_y))),
         "ssim": float(np.mean(metrics.ssim(fused_y, target_y))),
@@ -48,12 +53,12 @@ def write_grid(path: Path, sources: np.ndarray, fused: np.ndarray, target: np.nd
 
     def cell(caption: str, image: np.ndarray):
         # Small crops are enlarged without smoothing, so what the network saw stays visible.
-        return caption, thumbnail(to_uint8(image), GRID_HEIGHT, smooth=False)
+        return caption, thumbnail(to_8bit(image), GRID_HEIGHT, smooth=False)
 
     rows = []
     for i in range(len(fused)):
         cells = [cell(f"source {chr(ord('A') + k)}", s) for k, s in enumerate(sources[i])]
-        cells.append(cell("average", np.mean(np.asarray(sources[i], np.float32), axis=0)))
+        cells.append(cell("average", average_8bit(sources[i])))
         cells.append(cell("fused", fused[i]))
         if target is not None:
             cells.append(cell("ground truth", target[i]))
@@ -84,7 +89,7 @@ def evaluate_real_pairs(
     shown = []
     for name, sources in pairs:
         fused = fuse(sources)
-        average = to_uint8(np.mean(np.stack(sources).astype(np.float32), axis=0))
+        average = average_8bit(np.stack(sources))
         wanted = ["SF"] + (["Qabf"] if len(sources) == 2 else [])
         try:
             for label, image in (("", fused), ("_average_baseline", average)):
@@ -98,3 +103,73 @@ def evaluate_real_pairs(
     if grid_path is not None and shown and len({s.shape for s, _ in shown}) == 1:
         write_grid(grid_path, np.stack([s for s, _ in shown]), np.stack([f for _, f in shown]), None)
     return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+class Validator:
+    """Validates a train state during training: :func:`reference_scores` on the fixed
+    synthetic examples ``eval_set`` (fused in jitted batches of
+    ``config.eval_batch_size`` on ``mesh``, the last one padded so that one compiled
+    shape serves every batch), and :func:`evaluate_real_pairs` on ``real_pairs`` with
+    the ``ifcnn-fuse`` recipe. Grids go to ``workdir/eval`` when ``workdir`` is given
+    (the main process) and ``config.grid_examples`` is set; real pairs are scored only
+    there. Calling it returns the scalars, named ``eval/...`` and ``eval_real/...``."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        eval_set: dict[str, np.ndarray],
+        real_pairs: list[tuple[str, list[np.ndarray]]],
+        mesh: Mesh,
+        workdir: Path | None,
+    ):
+        self.config, self.eval_set, self.real_pairs = config, eval_set, real_pairs
+        self.mesh, self.workdir = mesh, workdir
+        replicated = NamedSharding(mesh, PartitionSpec())
+        batch_sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+        divisible = config.eval_batch_size % mesh.devices.size == 0
+        self.sharding = batch_sharding if divisible else replicated
+        self.fuse = jax.jit(
+            make_fuse_fn(config.fuse_rule),
+            in_shardings=(replicated, replicated, self.sharding),
+            out_shardings=replicated,
+        )
+
+    def fused_examples(self, state: TrainState) -> np.ndarray:
+        """The model's results on ``eval_set``, ``(E, h, w, 3)`` float on 0-1."""
+        size = self.config.eval_batch_size
+        outputs = []
+        for chunk in input_pipeline.batches(self.eval_set, size):
+            count = len(chunk["sources"])
+            sources = chunk["sources"]
+            if count < size:
+                sources = np.concatenate([sources, np.repeat(sources[-1:], size - count, axis=0)])
+            with jax.set_mesh(self.mesh):  # as for the train step: conv_ops per device
+                fused = self.fuse(state["params"], state["batch_stats"], replicate(sources, self.sharding))
+            outputs.append(to_host(fused)[:count])
+        return np.concatenate(outputs)
+
+    def __call__(self, state: TrainState, step: int) -> dict[str, float]:
+        fused = self.fused_examples(state)
+        sources, target = self.eval_set["sources"], self.eval_set["target"]
+        scores = {f"eval/{k}": v for k, v in reference_scores(fused, sources, target).items()}
+        grids = self.workdir is not None and self.config.grid_examples
+        if grids:
+            rows = min(self.config.grid_examples, len(fused))
+            write_grid(
+                self.workdir / "eval" / f"synthetic_step{step:07d}.png",
+                sources[:rows],
+                fused[:rows],
+                target[:rows],
+            )
+        if self.real_pairs and self.workdir is not None:
+            params, stats = (jax.tree.map(to_host, state[k]) for k in ("params", "batch_stats"))
+            model = merge_model(self.config.fuse_rule, params, stats)
+            model.eval()
+            real = evaluate_real_pairs(
+                lambda images: fuse_recipe(model, images, task="multifocus"),
+                self.real_pairs,
+                self.workdir / "eval" / f"real_step{step:07d}.png" if grids else None,
+                self.config.grid_examples,
+            )
+            scores.update({f"eval_real/{k}": v for k, v in real.items()})
+        return scores

@@ -18,8 +18,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ifcnn_jax import param_trees
 from ifcnn_jax.io.checkpoints import save_params
-from train.checkpointing import checkpoint_manager, model_tree, restore_checkpoint
+from train.checkpointing import checkpoint_manager, restore_checkpoint
 from train.precise_bn import load_config
 from train.step import initial_state
 
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     }
     save_params(
         args.out,
-        model_tree(jax.tree.map(np.asarray, state["params"]), jax.tree.map(np.asarray, state["batch_stats"])),
+        jax.tree.map(np.asarray, param_trees.merge(state["params"], state["batch_stats"])),
         metadata,
     )
     print(f"exported step {step} to {args.out}")

@@ -29,8 +29,9 @@ from ifcnn_jax.data.photos import (
     SkimageCollection,
     TfdsCollection,
 )
-from ifcnn_jax.data.synthesis import example_rng, to_uint8
+from ifcnn_jax.data.synthesis import example_rng
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.io.images import to_8bit
 from train.augment import augment_example
 
 
@@ -114,7 +115,7 @@ def make_example(
         # Its own generator, so runs without augmentation see exactly the old examples.
         rng = np.random.default_rng([int(seed), int(example_index), 0xC0102])
         sources, target = augment_example(sources, target, rng, probability=data.colour_augment)
-    return {"sources": to_uint8(sources), "target": to_uint8(target)}
+    return {"sources": to_8bit(sources), "target": to_8bit(target)}
 
 
 def global_example_index(local_index: int, local_batch: int, process_index: int, process_count: int) -> int:

@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ifcnn_jax import param_trees
 from ifcnn_jax.io.checkpoints import load_params, save_params
 from ifcnn_jax.model import load
 from train import input_pipeline
-from train.checkpointing import model_tree
 from train.config_check import validate_config
 from train.step import normalize
 
@@ -127,11 +127,9 @@ def main(argv=None) -> int:
         layer.var[...] = jnp.asarray(var)
         layer.momentum = 0.1
     model.eval()
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
     save_params(
         args.out,
-        model_tree(jax.tree.map(np.asarray, params), jax.tree.map(np.asarray, stats)),
+        jax.tree.map(np.asarray, param_trees.merge(*param_trees.split(model))),
         dict(metadata, precise_bn={"batches": args.batches, "seed": args.seed}),
     )
     print(f"wrote {args.out}")

@@ -37,8 +37,9 @@ import ifcnn_jax
 from ifcnn_jax import metrics
 from ifcnn_jax.data import synthesis
 from ifcnn_jax.data.photos import FolderCollection, read_rgb
-from ifcnn_jax.data.synthesis import example_rng, to_uint8
+from ifcnn_jax.data.synthesis import example_rng
 from ifcnn_jax.io import testsets
+from ifcnn_jax.io.images import to_8bit
 
 
 def heldout_examples(folder: str, per_photo: int, crop: int, seed: int):
@@ -50,7 +51,7 @@ def heldout_examples(folder: str, per_photo: int, crop: int, seed: int):
         photo = photos[i % len(photos)]
         example = synthesis.synthesize_example(photo.image, None, rng=example_rng(seed, i), crop_size=crop)
         examples.append(
-            (f"{photo.name}#{i // len(photos)}", to_uint8(example.sources), to_uint8(example.target))
+            (f"{photo.name}#{i // len(photos)}", to_8bit(example.sources), to_8bit(example.target))
         )
     return examples
 

@@ -26,10 +26,11 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from ifcnn_jax import param_trees
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.losses import perceptual_loss, pixel_loss
 from ifcnn_jax.model import IFCNN, new_ifcnn
-from ifcnn_jax.recipes import IMAGENET_MEAN, IMAGENET_STD
+from ifcnn_jax.resnet import IMAGENET_MEAN, IMAGENET_STD
 from train.conv1_filters import dct_filter_bank
 
 DATA_AXIS = "data"
@@ -76,9 +77,8 @@ def initial_model(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
         # 0.82: the first outputs are ~4 normalised units off and Adam spends the first
         # thousand steps shrinking them (docs/training_notes.md).
         model.conv4.kernel[...] = jnp.zeros_like(model.conv4.kernel[...])
-    _, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    as_numpy = functools.partial(jax.tree.map, np.asarray)
-    return as_numpy(nnx.to_pure_dict(params)), as_numpy(nnx.to_pure_dict(stats))
+    params, stats = param_trees.split(model)
+    return jax.tree.map(np.asarray, params), jax.tree.map(np.asarray, stats)
 
 
 def initial_state(config: ml_collections.ConfigDict) -> tuple[TrainState, optax.GradientTransformation]:
@@ -102,9 +102,8 @@ def normalize(images: jax.Array) -> jax.Array:
 
 
 def denormalize(x: jax.Array) -> jax.Array:
-    """The model's output space -> RGB on 0-255, clipped (not rounded)."""
-    unit = x * jnp.asarray(IMAGENET_STD) + jnp.asarray(IMAGENET_MEAN)
-    return jnp.clip(unit, 0.0, 1.0) * 255.0
+    """The model's output space -> RGB on 0-1, clipped (not rounded)."""
+    return jnp.clip(x * jnp.asarray(IMAGENET_STD) + jnp.asarray(IMAGENET_MEAN), 0.0, 1.0)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -249,8 +248,8 @@ def make_probe_fn(fuse_rule: str) -> Callable:
 
 
 def make_fuse_fn(fuse_rule: str) -> Callable:
-    """``fuse(params, batch_stats, sources uint8 (B, N, h, w, 3)) -> (B, h, w, 3)`` on
-    0-255 (float), with BatchNorm in inference mode (running statistics)."""
+    """``fuse(params, batch_stats, sources uint8 (B, N, h, w, 3)) -> (B, h, w, 3)``
+    float on 0-1, with BatchNorm in inference mode (running statistics)."""
 
     def fuse(params, batch_stats, sources):
         model = merge_model(fuse_rule, params, batch_stats)

@@ -17,7 +17,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.recipes import fuse as fuse_recipe
 from ifcnn_jax.resnet import load_resnet101
 from train import evaluation, input_pipeline
 from train.checkpointing import (
@@ -36,11 +35,9 @@ from train.step import (
     TrainState,
     initial_state,
     learning_rate_schedule,
-    make_fuse_fn,
     make_mesh,
     make_probe_fn,
     make_train_step,
-    merge_model,
     replicate,
     shard_batch,
     to_host,
@@ -163,12 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         in_shardings=(replicated, batch_sharding, replicated),
         out_shardings=(replicated, replicated),
     )
-    eval_sharding = batch_sharding if config.eval_batch_size % jax.device_count() == 0 else replicated
-    fuse = jax.jit(
-        make_fuse_fn(config.fuse_rule),
-        in_shardings=(replicated, replicated, eval_sharding),
-        out_shardings=replicated,
-    )
+    validate = evaluation.Validator(config, eval_set, real_pairs, mesh, workdir_path if is_main else None)
 
     writer = MetricWriter(workdir_path, enabled=is_main)
     schedule = learning_rate_schedule(config)
@@ -179,47 +171,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     last_step = config.num_train_steps
     if config.steps_per_run:
         last_step = min(last_step, start_step + config.steps_per_run)
-
-    def evaluate(step: int) -> dict[str, float]:
-        outputs = []
-        for chunk in input_pipeline.batches(eval_set, config.eval_batch_size):
-            count = len(chunk["sources"])
-            sources = chunk["sources"]
-            if count < config.eval_batch_size:  # pad: one compiled shape for every chunk
-                pad = np.repeat(sources[-1:], config.eval_batch_size - count, axis=0)
-                sources = np.concatenate([sources, pad])
-            with jax.set_mesh(mesh):  # as for the train step: conv_ops per device
-                fused = fuse(state["params"], state["batch_stats"], replicate(sources, eval_sharding))
-            outputs.append(to_host(fused)[:count])
-        fused = np.concatenate(outputs)
-        scores = {
-            f"eval/{k}": v
-            for k, v in evaluation.reference_scores(fused, eval_set["sources"], eval_set["target"]).items()
-        }
-        if is_main and config.grid_examples:
-            rows = min(config.grid_examples, len(fused))
-            evaluation.write_grid(
-                workdir_path / "eval" / f"synthetic_step{step:07d}.png",
-                eval_set["sources"][:rows],
-                fused[:rows],
-                eval_set["target"][:rows],
-            )
-        if real_pairs and is_main:
-            model = merge_model(
-                config.fuse_rule,
-                jax.tree.map(to_host, state["params"]),
-                jax.tree.map(to_host, state["batch_stats"]),
-            )
-            model.eval()
-
-            real = evaluation.evaluate_real_pairs(
-                lambda images: fuse_recipe(model, images, task="multifocus"),
-                real_pairs,
-                workdir_path / "eval" / f"real_step{step:07d}.png" if config.grid_examples else None,
-                config.grid_examples,
-            )
-            scores.update({f"eval_real/{k}": v for k, v in real.items()})
-        return scores
 
     progress = tqdm(
         total=config.num_train_steps,
@@ -284,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 config.eval_every_steps and step % config.eval_every_steps == 0
             ) or step == config.num_train_steps:
                 eval_start = time.perf_counter()
-                scores = evaluate(step)
+                scores = validate(state, step)
                 writer.write(step, scores)
                 last_scalars.update(scores)
                 if is_main:

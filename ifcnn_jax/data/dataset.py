@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from ifcnn_jax.data import synthesis
 from ifcnn_jax.data.photos import FolderCollection, PhotoCollection
-from ifcnn_jax.data.synthesis import example_rng, to_uint8
+from ifcnn_jax.data.synthesis import example_rng
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.atomic import write_bytes_atomic
-from ifcnn_jax.io.images import write_image
+from ifcnn_jax.io.images import to_8bit, write_image
 
 SOURCE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -77,8 +77,8 @@ def write_dataset(
         stem = f"{index:06d}"
         names = [f"{stem}-{SOURCE_LETTERS[k]}.png" for k in range(num_sources)]
         for name, source in zip(names, example.sources):
-            write_image(out / name, to_uint8(source))
-        write_image(out / f"{stem}-GT.png", to_uint8(example.target))
+            write_image(out / name, to_8bit(source))
+        write_image(out / f"{stem}-GT.png", to_8bit(example.target))
         write_image(
             out / f"{stem}-MAP.png",
             (example.labels.astype(np.int32) * 255 // (num_sources - 1)).astype(np.uint8),

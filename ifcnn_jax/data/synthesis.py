@@ -8,8 +8,11 @@ random focus map instead (smooth blobs or random shapes). With N > 2 focus plane
 map has N labels and source k is sharp exactly where the label is k.
 
 Everything here runs on the host in NumPy/OpenCV and is deterministic given the
-``numpy.random.Generator`` passed in. Images are HWC, RGB, float32 on a 0-255 scale
-(uint8 input is accepted); depth maps are HW floats where larger means farther.
+``numpy.random.Generator`` passed in. Photos come in as uint8 (0-255) or floats
+(0-1); examples come out as HWC RGB float32 on 0-1, the project's pixel scale
+(``ifcnn_jax.io.images.to_8bit`` rounds them to 8 bits). Blurring and composing are
+linear, so they work on whatever scale they are given. Depth maps are HW floats where
+larger means farther.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def blur(image: np.ndarray, radius: int) -> np.ndarray:
     """Blurs an HW or HWC image with the paper's Gaussian kernel of ``radius``.
 
     Borders are mirrored without repeating the edge pixel (OpenCV's
-    ``BORDER_REFLECT_101``). Returns float32 on the input's scale (0-255 in this module).
+    ``BORDER_REFLECT_101``). Returns float32 on the input's scale.
     """
     kernel = gaussian_kernel(radius)
     return cv2.sepFilter2D(
@@ -66,9 +69,10 @@ def blur(image: np.ndarray, radius: int) -> np.ndarray:
 def compose_sources(sharp: np.ndarray, labels: np.ndarray, radii: Sequence[int]) -> np.ndarray:
     """The N source images of a multi-focus example.
 
-    ``sharp`` is HWC (0-255), ``labels`` an HW integer map with values in ``0 .. N-1``
-    and ``radii`` the N blur radii. Source k equals ``sharp`` where ``labels == k`` and
-    ``blur(sharp, radii[k])`` everywhere else. Returns ``(N, H, W, C)`` float32, 0-255.
+    ``sharp`` is HWC (any scale), ``labels`` an HW integer map with values in
+    ``0 .. N-1`` and ``radii`` the N blur radii. Source k equals ``sharp`` where
+    ``labels == k`` and ``blur(sharp, radii[k])`` everywhere else. Returns
+    ``(N, H, W, C)`` float32 on the scale of ``sharp``.
     """
     sharp = np.asarray(sharp, np.float32)
     if sharp.ndim != 3:
@@ -163,7 +167,7 @@ def shapes_focus_map(
 class FocusExample:
     """One synthetic multi-focus example.
 
-    ``sources`` ``(N, h, w, 3)`` and ``target`` ``(h, w, 3)`` are float32 on 0-255;
+    ``sources`` ``(N, h, w, 3)`` and ``target`` ``(h, w, 3)`` are float32 on 0-1;
     ``labels`` ``(h, w)`` uint8 says which source is in focus at each pixel; ``radii``
     are the blur radii per source; ``box`` is ``(top, left, h, w)`` of the crop in the
     input image and ``flipped`` whether the crop was mirrored left-right afterwards.
@@ -217,7 +221,7 @@ def synthesize_example(
 ) -> FocusExample:
     """Makes one multi-focus example from a sharp photo (and optionally its depth).
 
-    ``image``: HW or HWC, uint8 or float on 0-255. ``depth``: HW, larger = farther.
+    ``image``: HW or HWC, uint8 (0-255) or float (0-1). ``depth``: HW, larger = farther.
     ``focus_map``: ``"depth"`` (needs ``depth``), ``"smooth"``, ``"shapes"``, or
     ``"auto"`` (depth when given, else smooth or shapes at random). A random square
     crop of ``crop_size`` is taken (whole image if None), mirrored left-right with
@@ -251,7 +255,7 @@ def synthesize_example(
     margin = high
     y0, x0 = max(0, top - margin), max(0, left - margin)
     y1, x1 = min(image.shape[0], top + h + margin), min(image.shape[1], left + w + margin)
-    window = image[y0:y1, x0:x1].astype(np.float32)
+    window = _unit(image[y0:y1, x0:x1])
     inner = (slice(top - y0, top - y0 + h), slice(left - x0, left - x0 + w))
 
     if focus_map == "depth":
@@ -282,6 +286,10 @@ def example_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """0-255 float -> uint8 (rounded, clipped)."""
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+def _unit(image: np.ndarray) -> np.ndarray:
+    """uint8 (0-255) or float (0-1) -> float32 on 0-1."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255)
+    if image.dtype.kind != "f":
+        raise IFCNNError(f"expected a uint8 (0-255) or float (0-1) photo, got {image.dtype}")
+    return image.astype(np.float32)

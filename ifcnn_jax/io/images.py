@@ -153,6 +153,13 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
+def average_8bit(images: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The pixel-wise mean of uint8 images along ``axis``, rounded (half to even) to
+    uint8: the plain-average baseline. Rounding the exact mean of the 0-255 values
+    keeps a two-source average's halves on one side, which 0-1 floats would not."""
+    return np.round(np.mean(np.asarray(images, np.float32), axis=axis)).astype(np.uint8)
+
+
 def refuse_overwriting(
     output: str | os.PathLike, inputs, *, what: str = "source image", advice: str = ""
 ) -> None:

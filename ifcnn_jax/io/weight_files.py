@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ifcnn_jax import param_trees
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.atomic import write_bytes_atomic
 
@@ -35,21 +36,11 @@ def shipped_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    flat = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{path}/"))
-        else:
-            flat[path] = np.asarray(value)
-    return flat
-
-
 def save_npz(path: str | os.PathLike, params: dict[str, Any], metadata: dict[str, Any]) -> Path:
     """Writes ``params`` (nested dicts of arrays) and JSON ``metadata`` atomically."""
     buffer = io.BytesIO()
-    np.savez(buffer, **_flatten(params), **{METADATA_KEY: np.array(json.dumps(metadata, sort_keys=True))})
+    flat = {name: np.asarray(value) for name, value in param_trees.flatten(params).items()}
+    np.savez(buffer, **flat, **{METADATA_KEY: np.array(json.dumps(metadata, sort_keys=True))})
     return write_bytes_atomic(path, buffer.getvalue())
 
 
@@ -65,11 +56,4 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     if METADATA_KEY not in flat:
         raise IFCNNError(f"{path}: not an ifcnn-jax weights file (no {METADATA_KEY})")
     metadata = json.loads(str(flat.pop(METADATA_KEY)))
-    params: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = params
-        *parents, leaf = key.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return params, metadata
+    return param_trees.unflatten(flat), metadata
