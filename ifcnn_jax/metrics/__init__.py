@@ -43,6 +43,7 @@ from ifcnn_jax.metrics._information import (
     mutual_information,
     normalized_mutual_information,
 )
+from ifcnn_jax.metrics._liu_information import ncie, tsallis_fusion
 from ifcnn_jax.metrics._qcb import qcb
 from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
@@ -92,6 +93,7 @@ __all__ = [
     "mse_fusion",
     "mutual_information",
     "nabf",
+    "ncie",
     "normalized_mutual_information",
     "psnr",
     "psnr_fusion",
@@ -108,5 +110,6 @@ __all__ = [
     "ssim_fusion",
     "standard_deviation",
     "to_gray_255",
+    "tsallis_fusion",
     "vif",
 ]

@@ -72,6 +72,8 @@ MEF_SSIM_MIN_SIZE = SSIM_WINDOW * 2 ** (len(MEF_SSIM_WEIGHTS) - 1)  # 44, the co
 MEF_SSIM_STRENGTH_OFFSET = 0.001
 MEF_SSIM_P_MAX = 10.0
 MATLAB_EPS = 2.220446049250313e-16
+# Q_TE (Liu's metricMI.m, sw = 3): Nava's entropic index q of the Tsallis entropy.
+Q_TE_Q = 0.43137
 # Nabf (Shreyamsha Kumar 2013, objective_fusion_perform_fn.m): Petrovic's constants of
 # that code, not Qabf's. Sobel responses are divided by 8 there, which TD refers to.
 NABF_TD = 2.0

@@ -25,6 +25,7 @@ from ifcnn_jax.metrics._information import (
     mutual_information,
     normalized_mutual_information,
 )
+from ifcnn_jax.metrics._liu_information import ncie, tsallis_fusion
 from ifcnn_jax.metrics._qcb import qcb
 from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
@@ -137,6 +138,19 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             higher_is_better=True,
             min_size=FMI_WINDOW,
             description="feature MI on the x gradient, 3x3 windows",
+        ),
+        Metric(
+            name="Q_TE",
+            fn=tsallis_fusion,
+            higher_is_better=True,
+            exact_sources=2,
+            description="Tsallis-entropy MI (Liu's Q_TE, q = 0.43137)",
+        ),
+        Metric(
+            name="Q_NCIE",
+            fn=ncie,
+            higher_is_better=True,
+            description="nonlinear correlation information entropy, base-256 logs",
         ),
         Metric(name="Qabf", fn=qabf, higher_is_better=True, description="Xydeas-Petrovic edge preservation"),
         Metric(
