@@ -1,5 +1,5 @@
 """Metrics of Z. Liu's suite and Haghighat's FMI features beyond those of test_metrics.py:
-Q_TE, Q_NCIE, FMI_dct (and the others as they are added).
+Q_TE, Q_NCIE, FMI_dct.
 
 Each metric is checked twice: against an analytic case or an independent NumPy formula
 (written from the papers' definitions, vectorised), and against a NumPy port of the
@@ -13,6 +13,8 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.fft
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ifcnn_jax import metrics
 from tests.test_metrics import (
@@ -23,6 +25,7 @@ from tests.test_metrics import (
     _random_set,
     _release_set,
     matlab_round,
+    ref_fmi_pair,
 )
 
 Q_TE_Q = 0.43137  # Nava's constant, metricMI.m sw = 3
@@ -228,3 +231,38 @@ def test_ncie_analytic():
     a, b, f = ((index >> bit) % 2 * 255.0 for bit in range(3))
     expected = 1 - math.log(3, 256)
     np.testing.assert_allclose(float(metrics.ncie(*_as_jax(np.stack([a, b]), f))), expected, rtol=RTOL)
+
+
+# -------------------------------------------------------------------------- FMI_dct
+
+
+def ref_fmi_dct(sources, f):
+    """fmi.m with feature 'dct': dct2 of each whole image (SciPy's orthonormal DCT-II),
+    3x3 windows in column-major order, the port of test_metrics.py for each pair."""
+
+    def windows(x):
+        v = sliding_window_view(scipy.fft.dctn(np.asarray(x, np.float64), norm="ortho"), (3, 3))
+        return v.transpose(0, 1, 3, 2).reshape(-1, 9)
+
+    f_windows = windows(f)
+    return float(np.mean([ref_fmi_pair(windows(s), f_windows) for s in sources], axis=0).mean())
+
+
+def test_fmi_dct_matches_fmi_code(group):
+    sources, fused = group
+    actual = float(metrics.NO_REFERENCE_METRICS["FMI_dct"](*_as_jax(sources, fused)))
+    np.testing.assert_allclose(actual, ref_fmi_dct(sources, fused), rtol=RTOL, atol=ATOL)
+
+
+def test_fmi_dct_is_fmi_pixel_of_the_dct_images():
+    """The feature is the DCT: FMI_dct(S, F) = FMI_pixel(dct2(S), dct2(F)), with the
+    transform by SciPy in float64; F equal to every source gives 1."""
+    sources, fused = _camera_set(SHAPE)
+    dct = [scipy.fft.dctn(x, norm="ortho") for x in (*sources, fused)]
+    expected = float(metrics.feature_mutual_information(np.stack(dct[:2]), dct[2], feature="pixel"))
+    actual = float(metrics.feature_mutual_information(*_as_jax(sources, fused), feature="dct"))
+    np.testing.assert_allclose(actual, expected, rtol=RTOL)
+    equal = float(
+        metrics.feature_mutual_information(*_as_jax(np.stack([fused, fused]), fused), feature="dct")
+    )
+    assert equal == 1.0

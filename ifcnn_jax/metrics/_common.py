@@ -54,7 +54,7 @@ QY_C = 2e-16
 QY_THRESHOLD = 0.75
 # FMI (Haghighat et al. 2011; fast FMI, Haghighat & Razian 2014).
 FMI_WINDOW = 3
-FMI_FEATURES = ("pixel", "gradient")
+FMI_FEATURES = ("pixel", "gradient", "dct")
 # Qw, Qe (Piella & Heijmans 2003): UIQI over 8x8 sliding box windows, as SSIM with
 # K1 = K2 = 1e-6 (Yu Liu's check of Z. Liu's metricPeilla.m); edge images by the Prewitt
 # masks of that code; alpha, the exponent of the edge term.

@@ -140,6 +140,13 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             description="feature MI on the x gradient, 3x3 windows",
         ),
         Metric(
+            name="FMI_dct",
+            fn=functools.partial(feature_mutual_information, feature="dct"),
+            higher_is_better=True,
+            min_size=FMI_WINDOW,
+            description="feature MI on the whole image's 2-D DCT, 3x3 windows",
+        ),
+        Metric(
             name="Q_TE",
             fn=tsallis_fusion,
             higher_is_better=True,
