@@ -250,7 +250,7 @@ def ref_fmi_dct(sources, f):
 
 def test_fmi_dct_matches_fmi_code(group):
     sources, fused = group
-    actual = float(metrics.NO_REFERENCE_METRICS["FMI_dct"](*_as_jax(sources, fused)))
+    actual = float(metrics.OPT_IN_METRICS["FMI_dct"](*_as_jax(sources, fused)))
     np.testing.assert_allclose(actual, ref_fmi_dct(sources, fused), rtol=RTOL, atol=ATOL)
 
 
@@ -266,3 +266,14 @@ def test_fmi_dct_is_fmi_pixel_of_the_dct_images():
         metrics.feature_mutual_information(*_as_jax(np.stack([fused, fused]), fused), feature="dct")
     )
     assert equal == 1.0
+
+
+def test_opt_in_metrics_only_when_named():
+    sources, fused = _camera_set(SHAPE)
+    default = metrics.evaluate(list(sources), fused)
+    assert not set(metrics.OPT_IN_METRICS) & set(default)
+    assert list(default) == list(metrics.NO_REFERENCE_METRICS)
+    named = metrics.evaluate(list(sources), fused, names=["FMI_dct", "EN"])
+    assert list(named) == ["FMI_dct", "EN"]
+    expected = float(metrics.feature_mutual_information(*_as_jax(sources, fused), feature="dct"))
+    assert named["FMI_dct"] == expected

@@ -50,6 +50,7 @@ from ifcnn_jax.metrics._reference import mae, psnr
 from ifcnn_jax.metrics._registry import (
     ALL_METRICS,
     NO_REFERENCE_METRICS,
+    OPT_IN_METRICS,
     REFERENCE_METRICS,
     Metric,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "ALL_METRICS",
     "Metric",
     "NO_REFERENCE_METRICS",
+    "OPT_IN_METRICS",
     "REFERENCE_METRICS",
     "average_gradient",
     "correlation_coefficient",

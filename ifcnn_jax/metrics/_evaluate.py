@@ -14,6 +14,7 @@ from ifcnn_jax.metrics._common import PEAK, to_gray_255
 from ifcnn_jax.metrics._registry import (
     ALL_METRICS,
     NO_REFERENCE_METRICS,
+    OPT_IN_METRICS,
     REFERENCE_METRICS,
 )
 
@@ -44,7 +45,8 @@ def evaluate(
         its luminance (:func:`to_gray_255`).
       fused: the fused image, same size.
       reference: optional ground truth, same size; adds ``REFERENCE_METRICS``.
-      names: metric names to compute (keys of ``ALL_METRICS``). Default: every metric;
+      names: metric names to compute (keys of ``ALL_METRICS`` or ``OPT_IN_METRICS``).
+        Default: every metric of ``ALL_METRICS`` (the opt-in ones only when named);
         those whose definition does not cover this number of sources or this image size
         give NaN. A named metric that does not apply raises ``IFCNNError``.
       source_names, fused_name, reference_name: labels for error messages (file names).
@@ -85,14 +87,18 @@ def evaluate(
     if names is None:
         selected = list(available)
         explicit = False
+        available.update(OPT_IN_METRICS)
     else:
+        available.update(OPT_IN_METRICS)
         selected = list(names)
         explicit = True
         for name in selected:
             if name in REFERENCE_METRICS and ref_gray is None:
                 raise IFCNNError(f"metric {name} needs a reference (ground-truth) image")
             if name not in available:
-                raise IFCNNError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)}")
+                raise IFCNNError(
+                    f"unknown metric {name!r}; choose from {', '.join([*ALL_METRICS, *OPT_IN_METRICS])}"
+                )
 
     h, w = fused_gray.shape
     to_compute: list[str] = []

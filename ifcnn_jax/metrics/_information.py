@@ -197,14 +197,13 @@ def _fmi_windows(src: jax.Array, fus: jax.Array) -> jax.Array:
     sd_s, sd_f = _pdf_std(p_s), _pdf_std(p_f)
     # Axis 0 follows F's window positions (i), axis 1 the source's (j), as in fmi.m.
     cf, cs = cdf_f[:, None], cdf_s[None, :]
-    independent = cf * cs
     positive = corr >= 0
     bound = jnp.where(
         positive,
         jnp.minimum(cf, cs),  # Frechet upper bound copula
         jnp.maximum(cf + cs - 1.0, 0.0),
     )  # Frechet lower bound copula
-    bound_cov = jnp.sum(bound - independent, axis=(0, 1))
+    bound_cov = jnp.sum(bound, axis=(0, 1)) - jnp.sum(cdf_f, axis=0) * jnp.sum(cdf_s, axis=0)
     sd_product = sd_f * sd_s
     bound_corr = bound_cov / jnp.where(sd_product > 0, sd_product, 1.0)
     degenerate = (corr == 0) | (sd_product == 0) | (bound_corr == 0)

@@ -140,13 +140,6 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             description="feature MI on the x gradient, 3x3 windows",
         ),
         Metric(
-            name="FMI_dct",
-            fn=functools.partial(feature_mutual_information, feature="dct"),
-            higher_is_better=True,
-            min_size=FMI_WINDOW,
-            description="feature MI on the whole image's 2-D DCT, 3x3 windows",
-        ),
-        Metric(
             name="Q_TE",
             fn=tsallis_fusion,
             higher_is_better=True,
@@ -284,5 +277,21 @@ REFERENCE_METRICS: dict[str, Metric] = {
         ),
     ]
 }
+
+OPT_IN_METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        Metric(
+            name="FMI_dct",
+            fn=functools.partial(feature_mutual_information, feature="dct"),
+            higher_is_better=True,
+            min_size=FMI_WINDOW,
+            description="feature MI on the whole image's 2-D DCT, 3x3 windows",
+        ),
+    ]
+}
+"""No-reference metrics that cost as much as several others together: ``evaluate``
+computes them only when they are named, and they are in neither ``NO_REFERENCE_METRICS``
+nor ``ALL_METRICS`` (which list the default columns)."""
 
 ALL_METRICS: dict[str, Metric] = {**NO_REFERENCE_METRICS, **REFERENCE_METRICS}
