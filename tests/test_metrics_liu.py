@@ -277,3 +277,16 @@ def test_opt_in_metrics_only_when_named():
     assert list(named) == ["FMI_dct", "EN"]
     expected = float(metrics.feature_mutual_information(*_as_jax(sources, fused), feature="dct"))
     assert named["FMI_dct"] == expected
+
+
+def test_evaluate_shares_qw_with_qe_without_changing_it(group):
+    """evaluate() forms Qe as Qw times the edge factor when it computes Qw as well: the
+    value is the one qe() itself returns, bit for bit, in either order of the names."""
+    sources, fused = group
+    s, f = _as_jax(sources, fused)
+    direct_qe, direct_qw = float(metrics.qe(s, f)), float(metrics.qw(s, f))
+    for names in (["Qw", "Qe"], ["Qe", "Qw"], ["Qe"]):
+        values = metrics.evaluate(list(sources), fused, names=names)
+        assert values["Qe"] == direct_qe
+        if "Qw" in names:
+            assert values["Qw"] == direct_qw

@@ -120,14 +120,19 @@ def evaluate(
     # Metric by metric: each compiled function is cached per image size and shared with
     # direct calls (one computation for all of them compiles ~10% faster, but anew for
     # every selection of names).
-    computed = {
-        name: float(
-            available[name](fused_j, ref_j)
-            if name in REFERENCE_METRICS
-            else available[name](stacked, fused_j)
-        )
-        for name in to_compute
-    }
+    computed: dict[str, float] = {}
+    for name in to_compute:
+        metric = available[name]
+        if name in REFERENCE_METRICS:
+            computed[name] = float(metric(fused_j, ref_j))
+        elif metric.product_of is not None and metric.product_of[0] in to_compute:
+            other, factor = metric.product_of
+            if other not in computed:
+                computed[other] = float(available[other](stacked, fused_j))
+            # The float32 product, as the metric's own function forms it.
+            computed[name] = float(np.float32(computed[other]) * np.float32(factor(stacked, fused_j)))
+        elif name not in computed:
+            computed[name] = float(metric(stacked, fused_j))
     results: dict[str, float] = {}
     for name in selected:
         metric = available[name]

@@ -29,7 +29,7 @@ from ifcnn_jax.metrics._liu_information import ncie, tsallis_fusion
 from ifcnn_jax.metrics._qcb import qcb
 from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
-from ifcnn_jax.metrics._ssim import mef_ssim, ms_ssim_fusion, qe, qw, qy, ssim, ssim_fusion
+from ifcnn_jax.metrics._ssim import mef_ssim, ms_ssim_fusion, qe, qe_edge_factor, qw, qy, ssim, ssim_fusion
 from ifcnn_jax.metrics._statistics import (
     average_gradient,
     edge_intensity,
@@ -62,6 +62,9 @@ class Metric:
     description: str = ""
     # "X_sum" is N times "X_mean": evaluate() derives it instead of computing it again.
     times_sources_of: str | None = None
+    # (other, factor): the value is other's value times factor(a, b) in float32;
+    # evaluate() computes it that way when it computes ``other`` too.
+    product_of: tuple[str, Callable[[jax.Array, jax.Array], jax.Array]] | None = None
 
     def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
         return self.fn(a, b)
@@ -252,6 +255,7 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             higher_is_better=True,
             min_size=PIELLA_WINDOW,
             description="Piella's edge-dependent fusion quality",
+            product_of=("Qw", qe_edge_factor),
         ),
     ]
 }

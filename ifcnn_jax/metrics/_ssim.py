@@ -281,12 +281,26 @@ def qe(sources: jax.Array, fused: jax.Array) -> jax.Array:
     Returns ``(...)``.
     """
     sources, fused = _as_group(sources, fused, min_size=PIELLA_WINDOW)
+    return _map_groups(
+        lambda srcs, fus: _piella_weighted(srcs, fus) * _qe_edge_core(srcs, fus), sources, fused
+    )
 
-    def core(srcs, fus):
-        edges = _prewitt_magnitude(jnp.concatenate([srcs, fus[None]]))
-        return _piella_weighted(srcs, fus) * _piella_weighted(edges[:-1], edges[-1]) ** PIELLA_ALPHA
 
-    return _map_groups(core, sources, fused)
+def _qe_edge_core(srcs: jax.Array, fus: jax.Array) -> jax.Array:
+    edges = _prewitt_magnitude(jnp.concatenate([srcs, fus[None]]))
+    return _piella_weighted(edges[:-1], edges[-1]) ** PIELLA_ALPHA
+
+
+@jax.jit
+def qe_edge_factor(sources: jax.Array, fused: jax.Array) -> jax.Array:
+    """``Q_W(S', F')^alpha``, the edge factor of :func:`qe`: ``qe = qw * qe_edge_factor``
+    (the same float32 product), so that ``evaluate`` computes Q_W once for Qw and Qe.
+
+    Args: ``sources`` ``(N, ..., H, W)``, ``fused`` ``(..., H, W)``, 0-255, sides >= 8.
+    Returns ``(...)``.
+    """
+    sources, fused = _as_group(sources, fused, min_size=PIELLA_WINDOW)
+    return _map_groups(_qe_edge_core, sources, fused)
 
 
 _BOX_TAPS = np.full(SSIM_WINDOW, 1.0 / SSIM_WINDOW)
