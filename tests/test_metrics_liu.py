@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.fft
+import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ifcnn_jax import metrics
@@ -24,6 +25,7 @@ from tests.test_metrics import (
     _camera_set,
     _random_set,
     _release_set,
+    fspecial_gaussian,
     matlab_round,
     ref_fmi_pair,
 )
@@ -290,3 +292,176 @@ def test_evaluate_shares_qw_with_qe_without_changing_it(group):
         assert values["Qe"] == direct_qe
         if "Qw" in names:
             assert values["Qw"] == direct_qw
+
+
+# ------------------------------------------------------------------------------ Q_P
+
+
+def ref_phasecong(im):
+    """myphasecong3.m with its defaults, orientation by orientation and scale by scale
+    (nscale 4, norient 6, minWaveLength 3, mult 2.1, sigmaOnf 0.55, dThetaOnSigma 1.2,
+    k 2, cutOff 0.5, g 10). Returns (phaseCongruency, M, m)."""
+    nscale, norient, eps = 4, 6, 1e-4
+    rows, cols = im.shape
+    imagefft = np.fft.fft2(im)
+
+    def axis_range(n):
+        if n % 2:
+            return np.arange(-(n - 1) / 2, (n - 1) / 2 + 1) / (n - 1)
+        return np.arange(-n / 2, n / 2) / n
+
+    x, y = np.meshgrid(axis_range(cols), axis_range(rows))
+    radius = np.sqrt(x**2 + y**2)
+    radius[rows // 2, cols // 2] = 1
+    theta = np.arctan2(-y, x)
+    radius, theta = np.fft.ifftshift(radius), np.fft.ifftshift(theta)
+    # lowpassfilter([rows, cols], .45, 15)
+    lx = (np.ones((rows, 1)) * np.arange(1, cols + 1) - (cols // 2 + 1)) / cols
+    ly = (np.arange(1, rows + 1)[:, None] * np.ones((1, cols)) - (rows // 2 + 1)) / rows
+    lp = np.fft.fftshift(1.0 / (1.0 + (np.sqrt(lx**2 + ly**2) / 0.45) ** 30))
+    log_gabor = []
+    for s in range(nscale):
+        fo = 1.0 / (3 * 2.1**s)
+        g = np.exp(-(np.log(radius / fo) ** 2) / (2 * np.log(0.55) ** 2)) * lp
+        g[0, 0] = 0
+        log_gabor.append(g)
+    theta_sigma = np.pi / norient / 1.2
+    total_energy = np.zeros((rows, cols))
+    total_sum_an = np.zeros((rows, cols))
+    covx2, covy2, covxy = np.zeros((rows, cols)), np.zeros((rows, cols)), np.zeros((rows, cols))
+    for o in range(norient):
+        angl = o * np.pi / norient
+        ds = np.sin(theta) * np.cos(angl) - np.cos(theta) * np.sin(angl)
+        dc = np.cos(theta) * np.cos(angl) + np.sin(theta) * np.sin(angl)
+        spread = np.exp(-(np.abs(np.arctan2(ds, dc)) ** 2) / (2 * theta_sigma**2))
+        sum_e = np.zeros((rows, cols))
+        sum_o = np.zeros((rows, cols))
+        sum_an = np.zeros((rows, cols))
+        eo, ifft_filters = [], []
+        for s in range(nscale):
+            filt = log_gabor[s] * spread
+            ifft_filters.append(np.real(np.fft.ifft2(filt)) * np.sqrt(rows * cols))
+            eo.append(np.fft.ifft2(imagefft * filt))
+            an = np.abs(eo[s])
+            sum_an += an
+            sum_e += np.real(eo[s])
+            sum_o += np.imag(eo[s])
+            if s == 0:
+                em_n = np.sum(filt**2)
+                max_an = an
+            else:
+                max_an = np.maximum(max_an, an)
+        x_energy = np.sqrt(sum_e**2 + sum_o**2) + eps
+        mean_e, mean_o = sum_e / x_energy, sum_o / x_energy
+        energy = np.zeros((rows, cols))
+        for s in range(nscale):
+            e, od = np.real(eo[s]), np.imag(eo[s])
+            energy += e * mean_e + od * mean_o - np.abs(e * mean_o - od * mean_e)
+        median_e2n = np.median(np.abs(eo[0]).ravel() ** 2)
+        noise_power = (-median_e2n / np.log(0.5)) / em_n
+        est_sum_an2 = sum(f**2 for f in ifft_filters)
+        est_sum_aiaj = sum(
+            ifft_filters[i] * ifft_filters[j] for i in range(nscale) for j in range(i + 1, nscale)
+        )
+        est_noise_energy2 = 2 * noise_power * np.sum(est_sum_an2) + 4 * noise_power * np.sum(est_sum_aiaj)
+        tau = np.sqrt(est_noise_energy2 / 2)
+        t = (tau * np.sqrt(np.pi / 2) + 2.0 * np.sqrt((2 - np.pi / 2) * tau**2)) / 1.7
+        energy = np.maximum(energy - t, 0)
+        width = sum_an / (max_an + eps) / nscale
+        weight = 1.0 / (1 + np.exp((0.5 - width) * 10))
+        total_sum_an += sum_an
+        total_energy += weight * energy
+        pc_o = weight * energy / sum_an
+        covx, covy = pc_o * np.cos(angl), pc_o * np.sin(angl)
+        covx2 += covx**2
+        covy2 += covy**2
+        covxy += covx * covy
+    pc = total_energy / (total_sum_an + eps)
+    covx2, covy2, covxy = covx2 / (norient / 2), covy2 / (norient / 2), covxy / norient
+    denom = np.sqrt(covxy**2 + (covx2 - covy2) ** 2) + eps
+    return pc, (covy2 + covx2 + denom) / 2, (covy2 + covx2 - denom) / 2
+
+
+def ref_zhao_correlation(im1, im2, im_max, imf, mask1, mask2, mask3):
+    """metricZhao.m's correlation_coeffcient, with scipy's zero-padded correlation as
+    filter2(..., 'same')."""
+    window = fspecial_gaussian(11, 1.5)
+
+    def filt(x):
+        return scipy.signal.correlate2d(x, window, mode="same")
+
+    im1, im2, im_max = mask1 * im1, mask2 * im2, mask3 * im_max
+    mu1, mu2, muf, mu_max = filt(im1), filt(im2), filt(imf), filt(im_max)
+    s1, s2 = filt(im1 * im1) - mu1**2, filt(im2 * im2) - mu2**2
+    smax, sf = filt(im_max * im_max) - mu_max**2, filt(imf * imf) - muf**2
+    s1f, s2f, smaxf = (
+        filt(im1 * imf) - mu1 * muf,
+        filt(im2 * imf) - mu2 * muf,
+        filt(im_max * imf) - mu_max * muf,
+    )
+    c = 1e-4
+    res1 = np.where(mask1, (s1f + c) / (np.sqrt(np.abs(s1 * sf)) + c), 0)
+    res2 = np.where(mask2, (s2f + c) / (np.sqrt(np.abs(s2 * sf)) + c), 0)
+    res3 = np.where(mask3, (smaxf + c) / (np.sqrt(np.abs(smax * sf)) + c), 0)
+    return np.sum(np.max(np.stack([res1, res2, res3]), axis=0)) / np.sum(mask3)
+
+
+def ref_qp(sources, f):
+    """metricZhao.m."""
+    (pc1, big1, small1), (pc2, big2, small2) = ref_phasecong(sources[0]), ref_phasecong(sources[1])
+    pcf, bigf, smallf = ref_phasecong(f)
+    mask = pc1 > pc2
+    masks = (pc1 > 0.1, pc2 > 0.1, np.where(mask, pc1, pc2) > 0.1)
+    value = 1.0
+    for one, two, fused in ((pc1, pc2, pcf), (big1, big2, bigf), (small1, small2, smallf)):
+        value *= ref_zhao_correlation(one, two, np.where(mask, one, two), fused, *masks)
+    return value
+
+
+def test_qp_matches_zhao_code(group):
+    sources, fused = group
+    actual = float(metrics.OPT_IN_METRICS["Q_P"](*_as_jax(sources, fused)))
+    np.testing.assert_allclose(actual, ref_qp(sources, fused), rtol=RTOL, atol=ATOL)
+
+
+def test_qp_at_an_odd_size():
+    """45x61: the odd-size frequency grids ((n - 1) normalisation, and lowpassfilter.m's
+    fftshift, which is not the inverse of the grid's ifftshift for odd n)."""
+    sources, fused = _camera_set(SHAPE)
+    sources, fused = sources[:, :45, :61], fused[:45, :61]
+    np.testing.assert_allclose(float(metrics.qp(*_as_jax(sources, fused))), ref_qp(sources, fused), rtol=RTOL)
+
+
+def test_qp_invariances():
+    """Properties of the definition, independent of the code: the log-Gabor filters are 0
+    at DC, so adding a constant to every image changes nothing."""
+    sources, fused = _camera_set(SHAPE)
+    expected = ref_qp(sources, fused)
+    shifted = float(metrics.qp(*_as_jax(sources + 17.0, fused + 17.0)))
+    np.testing.assert_allclose(shifted, expected, rtol=RTOL)
+
+
+def test_phase_congruency_is_circularly_shift_equivariant():
+    """Filtering by FFT commutes with circular translation: the PC, M and m maps of an
+    image rolled by (5, 11) pixels are the rolled maps, to float64 round-off."""
+    import jax  # noqa: PLC0415 - lazy: only this test calls the private float64 function
+
+    from ifcnn_jax.metrics._phase import (  # noqa: PLC0415 - lazy: a private helper, only here
+        _log_gabor_bank,
+        _noise_factors,
+        _phase_congruency,
+    )
+
+    image = _camera_set(SHAPE)[1]
+    bank = _log_gabor_bank(*SHAPE)
+    em_n, noise2 = _noise_factors(bank)
+    with jax.enable_x64(True):
+        args = (jnp.asarray(bank), jnp.asarray(em_n), jnp.asarray(noise2))
+        maps = [np.asarray(m) for m in _phase_congruency(jnp.asarray(image, jnp.float64), *args)]
+        rolled = np.roll(image, (5, 11), axis=(0, 1))
+        maps_rolled = [np.asarray(m) for m in _phase_congruency(jnp.asarray(rolled, jnp.float64), *args)]
+    reference = ref_phasecong(image)
+    for m, r, ref in zip(maps, maps_rolled, reference, strict=True):
+        np.testing.assert_allclose(np.roll(m, (5, 11), axis=(0, 1)), r, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(m, ref, rtol=1e-9, atol=1e-12)
+    assert reference[0].max() > 0.5  # edges present: the maps are not trivially zero

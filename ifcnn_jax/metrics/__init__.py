@@ -44,6 +44,7 @@ from ifcnn_jax.metrics._information import (
     normalized_mutual_information,
 )
 from ifcnn_jax.metrics._liu_information import ncie, tsallis_fusion
+from ifcnn_jax.metrics._phase import qp
 from ifcnn_jax.metrics._qcb import qcb
 from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
@@ -54,7 +55,17 @@ from ifcnn_jax.metrics._registry import (
     REFERENCE_METRICS,
     Metric,
 )
-from ifcnn_jax.metrics._ssim import mef_ssim, ms_ssim, ms_ssim_fusion, qe, qw, qy, ssim, ssim_fusion
+from ifcnn_jax.metrics._ssim import (
+    mef_ssim,
+    ms_ssim,
+    ms_ssim_fusion,
+    qe,
+    qe_edge_factor,
+    qw,
+    qy,
+    ssim,
+    ssim_fusion,
+)
 from ifcnn_jax.metrics._statistics import (
     average_gradient,
     edge_intensity,
@@ -103,6 +114,8 @@ __all__ = [
     "qcb",
     "qcv",
     "qe",
+    "qe_edge_factor",
+    "qp",
     "qw",
     "qy",
     "rmse_fusion",

@@ -26,6 +26,7 @@ from ifcnn_jax.metrics._information import (
     normalized_mutual_information,
 )
 from ifcnn_jax.metrics._liu_information import ncie, tsallis_fusion
+from ifcnn_jax.metrics._phase import qp
 from ifcnn_jax.metrics._qcb import qcb
 from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
@@ -291,6 +292,14 @@ OPT_IN_METRICS: dict[str, Metric] = {
             higher_is_better=True,
             min_size=FMI_WINDOW,
             description="feature MI on the whole image's 2-D DCT, 3x3 windows",
+        ),
+        Metric(
+            name="Q_P",
+            fn=qp,
+            higher_is_better=True,
+            min_size=2,
+            exact_sources=2,
+            description="Zhao's phase-congruency metric (PC, max and min moments)",
         ),
     ]
 }
