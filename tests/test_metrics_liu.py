@@ -465,3 +465,101 @@ def test_phase_congruency_is_circularly_shift_equivariant():
         np.testing.assert_allclose(np.roll(m, (5, 11), axis=(0, 1)), r, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(m, ref, rtol=1e-9, atol=1e-12)
     assert reference[0].max() > 0.5  # edges present: the maps are not trivially zero
+
+
+# ------------------------------------------------------------------------------ Q_M
+
+
+def ref_corr_dn(im, filt, axis, start):
+    """matlabPyrTools' corrDn for a 2-tap filter along one axis, step 2: output k is
+    sum_i filt[i] * im[start - 1 + 2k + i - 1 + 1 - fmid] with fmid = 1 (the filter's
+    upper-left corner sits fmid before the start position); positions up to the size."""
+    im = np.moveaxis(np.asarray(im, np.float64), axis, 0)
+    n = im.shape[0]
+    count = (n - start + 2) // 2  # corrDn.c's x_res_dim = (stop - start + step - 1) / step
+    out = np.zeros((count,) + im.shape[1:])
+    for k in range(count):
+        corner = (start - 1) + 2 * k - 1  # C index of the result minus fmid
+        for i, tap in enumerate(filt):
+            out[k] += tap * im[corner + i]
+    return np.moveaxis(out, 0, axis)
+
+
+def ref_build_wpyr_haar(im, levels):
+    """buildWpyr(im, levels, 'haar'): bands [lohi, hilo, hihi] per level, finest first."""
+    lfilt = np.array([1.0, 1.0]) / np.sqrt(2)
+    ind = np.array([2, 1])
+    hfilt = lfilt[ind - 1] * (-1.0) ** (ind - 1)  # modulateFlip: sz2 = ceil(2 / 2) = 1
+    stag = 2  # even-length filter
+    bands = []
+    for _ in range(levels):
+        lo = ref_corr_dn(im, lfilt, 0, stag)
+        hi = ref_corr_dn(im, hfilt, 0, 2)
+        lolo = ref_corr_dn(lo, lfilt, 1, stag)
+        bands.append(
+            (ref_corr_dn(hi, lfilt, 1, stag), ref_corr_dn(lo, hfilt, 1, 2), ref_corr_dn(hi, hfilt, 1, 2))
+        )
+        im = lolo
+    return bands
+
+
+def ref_qm(sources, f):
+    """metricPWW.m, with N sources summed as the two of the code."""
+    pyramids = [ref_build_wpyr_haar(s, 2) for s in sources]
+    fused = ref_build_wpyr_haar(f, 2)
+    q = []
+    for level in range(2):
+        hf, vf, df = fused[level]
+        num = den = 0.0
+        for pyramid in pyramids:
+            h, v, d = pyramid[level]
+            w = h * h + v * v + d * d
+            ep = np.exp(-np.abs(h - hf)) + np.exp(-np.abs(v - vf)) + np.exp(-np.abs(d - df))
+            num += np.sum(ep * w)
+            den += np.sum(w)
+        q.append(num / den)
+    return q[0] ** (2 / 3) * q[1] ** (1 / 3)
+
+
+def test_qm_matches_pww_code(group):
+    sources, fused = group
+    actual = float(metrics.NO_REFERENCE_METRICS["Q_M"](*_as_jax(sources, fused)))
+    np.testing.assert_allclose(actual, ref_qm(sources, fused), rtol=RTOL, atol=ATOL)
+
+
+def test_qm_three_sources_and_odd_sizes():
+    sources, fused = _camera_set(SHAPE)
+    three = np.concatenate([sources, matlab_round((sources[:1] + fused[None]) / 2)])
+    np.testing.assert_allclose(float(metrics.qm(*_as_jax(three, fused))), ref_qm(three, fused), rtol=RTOL)
+    odd_s, odd_f = sources[:, :45, :61], fused[:45, :61]  # 45 -> 22 -> 11 rows: last ones dropped
+    np.testing.assert_allclose(float(metrics.qm(*_as_jax(odd_s, odd_f))), ref_qm(odd_s, odd_f), rtol=RTOL)
+
+
+def test_qm_analytic():
+    """Haar detail coefficients ignore a constant offset: F = S_1 + 5 = S_2 - 9 has every
+    source's details, so every EP is 3 and Q_M = 3^(2/3) 3^(1/3) = 3. A constant second
+    source has no weight, so Q_M is source 1's alone. One Haar level of a 2x2 block
+    [[a, b], [c, d]] is H = (c + d - a - b) / 2, V = (b + d - a - c) / 2,
+    D = (a + d - b - c) / 2 (checked on a 4x4 image, whose second level is one block)."""
+    image = _camera_set(SHAPE)[1]
+    sources = np.stack([image, image + 14.0])
+    np.testing.assert_allclose(float(metrics.qm(*_as_jax(sources, image + 5.0))), 3.0, rtol=RTOL)
+    flat = np.stack([image, np.full(SHAPE, 80.0)])
+    blurred = matlab_round((image + np.roll(image, 1, axis=1)) / 2)
+    alone = float(metrics.qm(*_as_jax(np.stack([image, image]), blurred)))
+    np.testing.assert_allclose(float(metrics.qm(*_as_jax(flat, blurred))), alone, rtol=RTOL)
+    x = np.array([[3.0, 7, 1, 4], [9, 2, 6, 5], [0, 8, 3, 3], [4, 1, 7, 2]])  # exact in float32
+    a, b, c, d = x[0:4:2, 0:4:2], x[0:4:2, 1:4:2], x[1:4:2, 0:4:2], x[1:4:2, 1:4:2]
+    h, v, dd = (c + d - a - b) / 2, (b + d - a - c) / 2, (a + d - b - c) / 2
+    low = (a + b + c + d) / 2
+    weights = [np.sum(h * h + v * v + dd * dd)]
+    h2 = (low[1, 0] + low[1, 1] - low[0, 0] - low[0, 1]) / 2
+    v2 = (low[0, 1] + low[1, 1] - low[0, 0] - low[1, 0]) / 2
+    d2 = (low[0, 0] + low[1, 1] - low[0, 1] - low[1, 0]) / 2
+    weights.append(h2 * h2 + v2 * v2 + d2 * d2)
+    # F = 0: EP = exp(-|H|) + exp(-|V|) + exp(-|D|) against zero details.
+    q1 = np.sum((np.exp(-np.abs(h)) + np.exp(-np.abs(v)) + np.exp(-np.abs(dd))) * (h * h + v * v + dd * dd))
+    q2 = (np.exp(-abs(h2)) + np.exp(-abs(v2)) + np.exp(-abs(d2))) * weights[1]
+    expected = (q1 / weights[0]) ** (2 / 3) * (q2 / weights[1]) ** (1 / 3)
+    actual = float(metrics.qm(*_as_jax(np.stack([x, x]), np.zeros((4, 4)))))
+    np.testing.assert_allclose(actual, expected, rtol=RTOL)

@@ -83,6 +83,7 @@ from ifcnn_jax.metrics._structure import (
     scd,
 )
 from ifcnn_jax.metrics._vif import vif
+from ifcnn_jax.metrics._wavelet import qm
 
 __all__ = [
     "ALL_METRICS",
@@ -115,6 +116,7 @@ __all__ = [
     "qcv",
     "qe",
     "qe_edge_factor",
+    "qm",
     "qp",
     "qw",
     "qy",

@@ -86,6 +86,10 @@ PC_EPSILON = 1e-4
 PC_LOWPASS_CUTOFF, PC_LOWPASS_ORDER = 0.45, 15
 QP_C = 1e-4
 QP_THRESHOLD = 0.1
+# Q_M (Wang & Liu 2008, Liu's metricPWW.m): exponents of the two Haar levels; both
+# levels need at least one coefficient.
+QM_ALPHAS = (2.0 / 3.0, 1.0 / 3.0)
+QM_MIN_SIZE = 2 ** len(QM_ALPHAS)
 # Nabf (Shreyamsha Kumar 2013, objective_fusion_perform_fn.m): Petrovic's constants of
 # that code, not Qabf's. Sobel responses are divided by 8 there, which TD refers to.
 NABF_TD = 2.0

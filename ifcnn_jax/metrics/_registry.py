@@ -15,6 +15,7 @@ from ifcnn_jax.metrics._common import (
     MEF_SSIM_MIN_SIZE,
     MS_SSIM_MIN_SIZE,
     PIELLA_WINDOW,
+    QM_MIN_SIZE,
     QY_WINDOW,
     SSIM_WINDOW,
     VIF_MIN_SIZE,
@@ -48,6 +49,7 @@ from ifcnn_jax.metrics._structure import (
     scd,
 )
 from ifcnn_jax.metrics._vif import vif
+from ifcnn_jax.metrics._wavelet import qm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +157,13 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             fn=ncie,
             higher_is_better=True,
             description="nonlinear correlation information entropy, base-256 logs",
+        ),
+        Metric(
+            name="Q_M",
+            fn=qm,
+            higher_is_better=True,
+            min_size=QM_MIN_SIZE,
+            description="Wang-Liu's multiscale (two-level Haar) edge preservation, 0-3",
         ),
         Metric(name="Qabf", fn=qabf, higher_is_better=True, description="Xydeas-Petrovic edge preservation"),
         Metric(
