@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ifcnn_jax import metrics
 from tests.test_metrics import (
     ATOL,
+    LARGE_SHAPE,
     RTOL,
     SHAPE,
     _camera_set,
@@ -563,3 +564,28 @@ def test_qm_analytic():
     expected = (q1 / weights[0]) ** (2 / 3) * (q2 / weights[1]) ** (1 / 3)
     actual = float(metrics.qm(*_as_jax(np.stack([x, x]), np.zeros((4, 4)))))
     np.testing.assert_allclose(actual, expected, rtol=RTOL)
+
+
+@pytest.mark.parametrize("kind", ["random", "camera", "lytro"])
+def test_evaluate_shares_ssim_with_ms_ssim_without_changing_them(kind, request):
+    """With both selected, evaluate() takes SSIM_mean from MS-SSIM's first scale
+    (ssim_and_ms_ssim_fusion): the values are those of the separate functions, bit for
+    bit, and so are the sums derived from them."""
+    if kind == "random":
+        sources, fused = _random_set(LARGE_SHAPE, seed=1)
+    elif kind == "camera":
+        sources, fused = _camera_set(LARGE_SHAPE)
+    else:
+        sources, fused = _release_set(request.getfixturevalue("release_dir"), LARGE_SHAPE)
+    s, f = _as_jax(sources, fused)
+    ssim_mean, ms_mean = float(metrics.ssim_fusion(s, f)), float(metrics.ms_ssim_fusion(s, f))
+    values = metrics.evaluate(
+        list(sources), fused, names=["MS_SSIM_mean", "SSIM_sum", "SSIM_mean", "MS_SSIM_sum"]
+    )
+    assert values["SSIM_mean"] == ssim_mean
+    assert values["MS_SSIM_mean"] == ms_mean
+    assert values["SSIM_sum"] == 2 * ssim_mean
+    assert values["MS_SSIM_sum"] == 2 * ms_mean
+    both = np.asarray(metrics.ssim_and_ms_ssim_fusion(np.stack([s, s], axis=1), np.stack([f, f])))
+    assert both.shape == (2, 2)
+    assert (both == np.array([[ssim_mean] * 2, [ms_mean] * 2], np.float32)).all()

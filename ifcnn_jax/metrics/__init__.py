@@ -64,6 +64,7 @@ from ifcnn_jax.metrics._ssim import (
     qw,
     qy,
     ssim,
+    ssim_and_ms_ssim_fusion,
     ssim_fusion,
 )
 from ifcnn_jax.metrics._statistics import (
@@ -124,6 +125,7 @@ __all__ = [
     "scd",
     "spatial_frequency",
     "ssim",
+    "ssim_and_ms_ssim_fusion",
     "ssim_fusion",
     "standard_deviation",
     "to_gray_255",

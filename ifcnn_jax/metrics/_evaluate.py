@@ -123,15 +123,22 @@ def evaluate(
     computed: dict[str, float] = {}
     for name in to_compute:
         metric = available[name]
+        if name in computed:
+            continue
         if name in REFERENCE_METRICS:
             computed[name] = float(metric(fused_j, ref_j))
+        elif metric.joint is not None and sum(n in to_compute for n in metric.joint[0]) > 1:
+            joint_names, joint_fn = metric.joint
+            for joint_name, value in zip(joint_names, np.asarray(joint_fn(stacked, fused_j)), strict=True):
+                if joint_name in to_compute:
+                    computed[joint_name] = float(value)
         elif metric.product_of is not None and metric.product_of[0] in to_compute:
             other, factor = metric.product_of
             if other not in computed:
                 computed[other] = float(available[other](stacked, fused_j))
             # The float32 product, as the metric's own function forms it.
             computed[name] = float(np.float32(computed[other]) * np.float32(factor(stacked, fused_j)))
-        elif name not in computed:
+        else:
             computed[name] = float(metric(stacked, fused_j))
     results: dict[str, float] = {}
     for name in selected:

@@ -31,7 +31,17 @@ from ifcnn_jax.metrics._phase import qp
 from ifcnn_jax.metrics._qcb import qcb
 from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
-from ifcnn_jax.metrics._ssim import mef_ssim, ms_ssim_fusion, qe, qe_edge_factor, qw, qy, ssim, ssim_fusion
+from ifcnn_jax.metrics._ssim import (
+    mef_ssim,
+    ms_ssim_fusion,
+    qe,
+    qe_edge_factor,
+    qw,
+    qy,
+    ssim,
+    ssim_and_ms_ssim_fusion,
+    ssim_fusion,
+)
 from ifcnn_jax.metrics._statistics import (
     average_gradient,
     edge_intensity,
@@ -68,6 +78,9 @@ class Metric:
     # (other, factor): the value is other's value times factor(a, b) in float32;
     # evaluate() computes it that way when it computes ``other`` too.
     product_of: tuple[str, Callable[[jax.Array, jax.Array], jax.Array]] | None = None
+    # (names, fn): fn(a, b) returns the values of all these metrics stacked on axis 0,
+    # sharing work; evaluate() calls it when two or more of them are to be computed.
+    joint: tuple[tuple[str, ...], Callable[[jax.Array, jax.Array], jax.Array]] | None = None
 
     def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
         return self.fn(a, b)
@@ -82,6 +95,8 @@ class Metric:
 def _on_fused(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return lambda sources, fused: fn(fused)
 
+
+_SSIM_JOINT = (("SSIM_mean", "MS_SSIM_mean"), ssim_and_ms_ssim_fusion)
 
 NO_REFERENCE_METRICS: dict[str, Metric] = {
     m.name: m
@@ -192,6 +207,7 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             higher_is_better=True,
             min_size=SSIM_WINDOW,
             description="SSIM(F, S_k), mean over sources",
+            joint=_SSIM_JOINT,
         ),
         Metric(
             name="SSIM_sum",
@@ -207,6 +223,7 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             higher_is_better=True,
             min_size=MS_SSIM_MIN_SIZE,
             description="MS-SSIM(F, S_k), mean over sources",
+            joint=_SSIM_JOINT,
         ),
         Metric(
             name="MS_SSIM_sum",
