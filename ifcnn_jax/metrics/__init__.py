@@ -1,8 +1,10 @@
 """Image-fusion quality metrics in JAX, every definition written down.
 
-One private module per family (``_statistics``, ``_information``, ``_structure``,
-``_ssim``, ``_vif``, ``_qcb``, ``_qcv``, ``_reference``), the registry (``_registry``) and the
-eager entry point (``_evaluate``); this module is the public interface.
+One private module per family (``_statistics``, ``_information``, ``_liu_information``
+(Q_TE, Q_NCIE), ``_structure``, ``_wavelet`` (Q_M), ``_phase`` (Q_P), ``_ssim``, ``_vif``,
+``_qcb``, ``_qcv``, ``_reference``), the registry (``_registry``: ``NO_REFERENCE_METRICS``,
+``REFERENCE_METRICS`` and the named-only ``OPT_IN_METRICS``) and the eager entry point
+(``_evaluate``); this module is the public interface.
 
 Public fusion-metric scripts disagree (log base 2 or e in MI, SSIM summed or averaged
 over the sources, 0-1 or 0-255 scaling, window sizes), so each function here states
