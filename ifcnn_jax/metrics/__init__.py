@@ -1,8 +1,10 @@
 """Image-fusion quality metrics in JAX, every definition written down.
 
-One private module per family (``_statistics``, ``_information``, ``_structure``,
-``_ssim``, ``_vif``, ``_qcb``, ``_qcv``, ``_reference``), the registry (``_registry``) and the
-eager entry point (``_evaluate``); this module is the public interface.
+One private module per family (``_statistics``, ``_information``, ``_liu_information``
+(Q_TE, Q_NCIE), ``_structure``, ``_wavelet`` (Q_M), ``_phase`` (Q_P), ``_ssim``, ``_vif``,
+``_qcb``, ``_qcv``, ``_reference``), the registry (``_registry``: ``NO_REFERENCE_METRICS``,
+``REFERENCE_METRICS`` and the named-only ``OPT_IN_METRICS``) and the eager entry point
+(``_evaluate``); this module is the public interface.
 
 Public fusion-metric scripts disagree (log base 2 or e in MI, SSIM summed or averaged
 over the sources, 0-1 or 0-255 scaling, window sizes), so each function here states
@@ -43,16 +45,30 @@ from ifcnn_jax.metrics._information import (
     mutual_information,
     normalized_mutual_information,
 )
+from ifcnn_jax.metrics._liu_information import ncie, tsallis_fusion
+from ifcnn_jax.metrics._phase import qp
 from ifcnn_jax.metrics._qcb import qcb
 from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
 from ifcnn_jax.metrics._registry import (
     ALL_METRICS,
     NO_REFERENCE_METRICS,
+    OPT_IN_METRICS,
     REFERENCE_METRICS,
     Metric,
 )
-from ifcnn_jax.metrics._ssim import mef_ssim, ms_ssim, ms_ssim_fusion, qe, qw, qy, ssim, ssim_fusion
+from ifcnn_jax.metrics._ssim import (
+    mef_ssim,
+    ms_ssim,
+    ms_ssim_fusion,
+    qe,
+    qe_edge_factor,
+    qw,
+    qy,
+    ssim,
+    ssim_and_ms_ssim_fusion,
+    ssim_fusion,
+)
 from ifcnn_jax.metrics._statistics import (
     average_gradient,
     edge_intensity,
@@ -70,11 +86,13 @@ from ifcnn_jax.metrics._structure import (
     scd,
 )
 from ifcnn_jax.metrics._vif import vif
+from ifcnn_jax.metrics._wavelet import qm
 
 __all__ = [
     "ALL_METRICS",
     "Metric",
     "NO_REFERENCE_METRICS",
+    "OPT_IN_METRICS",
     "REFERENCE_METRICS",
     "average_gradient",
     "correlation_coefficient",
@@ -92,6 +110,7 @@ __all__ = [
     "mse_fusion",
     "mutual_information",
     "nabf",
+    "ncie",
     "normalized_mutual_information",
     "psnr",
     "psnr_fusion",
@@ -99,14 +118,19 @@ __all__ = [
     "qcb",
     "qcv",
     "qe",
+    "qe_edge_factor",
+    "qm",
+    "qp",
     "qw",
     "qy",
     "rmse_fusion",
     "scd",
     "spatial_frequency",
     "ssim",
+    "ssim_and_ms_ssim_fusion",
     "ssim_fusion",
     "standard_deviation",
     "to_gray_255",
+    "tsallis_fusion",
     "vif",
 ]

@@ -54,7 +54,7 @@ QY_C = 2e-16
 QY_THRESHOLD = 0.75
 # FMI (Haghighat et al. 2011; fast FMI, Haghighat & Razian 2014).
 FMI_WINDOW = 3
-FMI_FEATURES = ("pixel", "gradient")
+FMI_FEATURES = ("pixel", "gradient", "dct")
 # Qw, Qe (Piella & Heijmans 2003): UIQI over 8x8 sliding box windows, as SSIM with
 # K1 = K2 = 1e-6 (Yu Liu's check of Z. Liu's metricPeilla.m); edge images by the Prewitt
 # masks of that code; alpha, the exponent of the edge term.
@@ -72,6 +72,24 @@ MEF_SSIM_MIN_SIZE = SSIM_WINDOW * 2 ** (len(MEF_SSIM_WEIGHTS) - 1)  # 44, the co
 MEF_SSIM_STRENGTH_OFFSET = 0.001
 MEF_SSIM_P_MAX = 10.0
 MATLAB_EPS = 2.220446049250313e-16
+# Q_TE (Liu's metricMI.m, sw = 3): Nava's entropic index q of the Tsallis entropy.
+Q_TE_Q = 0.43137
+# Q_P (Zhao et al. 2007, Liu's metricZhao.m): Kovesi's phase congruency with the
+# defaults of Liu's myphasecong3.m (scales, orientations, wavelengths, bandwidth, noise
+# threshold k, frequency-spread cut-off and gain, epsilon, low-pass radius and order),
+# then 11x11 Gaussian local correlations with C = 1e-4 where PC > 0.1.
+PC_NSCALE, PC_NORIENT = 4, 6
+PC_MIN_WAVELENGTH, PC_MULT, PC_SIGMA_ON_F = 3.0, 2.1, 0.55
+PC_D_THETA_ON_SIGMA = 1.2
+PC_K, PC_CUTOFF, PC_G = 2.0, 0.5, 10.0
+PC_EPSILON = 1e-4
+PC_LOWPASS_CUTOFF, PC_LOWPASS_ORDER = 0.45, 15
+QP_C = 1e-4
+QP_THRESHOLD = 0.1
+# Q_M (Wang & Liu 2008, Liu's metricPWW.m): exponents of the two Haar levels; both
+# levels need at least one coefficient.
+QM_ALPHAS = (2.0 / 3.0, 1.0 / 3.0)
+QM_MIN_SIZE = 2 ** len(QM_ALPHAS)
 # Nabf (Shreyamsha Kumar 2013, objective_fusion_perform_fn.m): Petrovic's constants of
 # that code, not Qabf's. Sobel responses are divided by 8 there, which TD refers to.
 NABF_TD = 2.0

@@ -14,6 +14,7 @@ from ifcnn_jax.metrics._common import PEAK, to_gray_255
 from ifcnn_jax.metrics._registry import (
     ALL_METRICS,
     NO_REFERENCE_METRICS,
+    OPT_IN_METRICS,
     REFERENCE_METRICS,
 )
 
@@ -44,7 +45,8 @@ def evaluate(
         its luminance (:func:`to_gray_255`).
       fused: the fused image, same size.
       reference: optional ground truth, same size; adds ``REFERENCE_METRICS``.
-      names: metric names to compute (keys of ``ALL_METRICS``). Default: every metric;
+      names: metric names to compute (keys of ``ALL_METRICS`` or ``OPT_IN_METRICS``).
+        Default: every metric of ``ALL_METRICS`` (the opt-in ones only when named);
         those whose definition does not cover this number of sources or this image size
         give NaN. A named metric that does not apply raises ``IFCNNError``.
       source_names, fused_name, reference_name: labels for error messages (file names).
@@ -85,14 +87,18 @@ def evaluate(
     if names is None:
         selected = list(available)
         explicit = False
+        available.update(OPT_IN_METRICS)
     else:
+        available.update(OPT_IN_METRICS)
         selected = list(names)
         explicit = True
         for name in selected:
             if name in REFERENCE_METRICS and ref_gray is None:
                 raise IFCNNError(f"metric {name} needs a reference (ground-truth) image")
             if name not in available:
-                raise IFCNNError(f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)}")
+                raise IFCNNError(
+                    f"unknown metric {name!r}; choose from {', '.join([*ALL_METRICS, *OPT_IN_METRICS])}"
+                )
 
     h, w = fused_gray.shape
     to_compute: list[str] = []
@@ -114,14 +120,26 @@ def evaluate(
     # Metric by metric: each compiled function is cached per image size and shared with
     # direct calls (one computation for all of them compiles ~10% faster, but anew for
     # every selection of names).
-    computed = {
-        name: float(
-            available[name](fused_j, ref_j)
-            if name in REFERENCE_METRICS
-            else available[name](stacked, fused_j)
-        )
-        for name in to_compute
-    }
+    computed: dict[str, float] = {}
+    for name in to_compute:
+        metric = available[name]
+        if name in computed:
+            continue
+        if name in REFERENCE_METRICS:
+            computed[name] = float(metric(fused_j, ref_j))
+        elif metric.joint is not None and sum(n in to_compute for n in metric.joint[0]) > 1:
+            joint_names, joint_fn = metric.joint
+            for joint_name, value in zip(joint_names, np.asarray(joint_fn(stacked, fused_j)), strict=True):
+                if joint_name in to_compute:
+                    computed[joint_name] = float(value)
+        elif metric.product_of is not None and metric.product_of[0] in to_compute:
+            other, factor = metric.product_of
+            if other not in computed:
+                computed[other] = float(available[other](stacked, fused_j))
+            # The float32 product, as the metric's own function forms it.
+            computed[name] = float(np.float32(computed[other]) * np.float32(factor(stacked, fused_j)))
+        else:
+            computed[name] = float(metric(stacked, fused_j))
     results: dict[str, float] = {}
     for name in selected:
         metric = available[name]

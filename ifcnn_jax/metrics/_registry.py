@@ -15,6 +15,7 @@ from ifcnn_jax.metrics._common import (
     MEF_SSIM_MIN_SIZE,
     MS_SSIM_MIN_SIZE,
     PIELLA_WINDOW,
+    QM_MIN_SIZE,
     QY_WINDOW,
     SSIM_WINDOW,
     VIF_MIN_SIZE,
@@ -25,10 +26,22 @@ from ifcnn_jax.metrics._information import (
     mutual_information,
     normalized_mutual_information,
 )
+from ifcnn_jax.metrics._liu_information import ncie, tsallis_fusion
+from ifcnn_jax.metrics._phase import qp
 from ifcnn_jax.metrics._qcb import qcb
 from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
-from ifcnn_jax.metrics._ssim import mef_ssim, ms_ssim_fusion, qe, qw, qy, ssim, ssim_fusion
+from ifcnn_jax.metrics._ssim import (
+    mef_ssim,
+    ms_ssim_fusion,
+    qe,
+    qe_edge_factor,
+    qw,
+    qy,
+    ssim,
+    ssim_and_ms_ssim_fusion,
+    ssim_fusion,
+)
 from ifcnn_jax.metrics._statistics import (
     average_gradient,
     edge_intensity,
@@ -46,6 +59,7 @@ from ifcnn_jax.metrics._structure import (
     scd,
 )
 from ifcnn_jax.metrics._vif import vif
+from ifcnn_jax.metrics._wavelet import qm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +75,12 @@ class Metric:
     description: str = ""
     # "X_sum" is N times "X_mean": evaluate() derives it instead of computing it again.
     times_sources_of: str | None = None
+    # (other, factor): the value is other's value times factor(a, b) in float32;
+    # evaluate() computes it that way when it computes ``other`` too.
+    product_of: tuple[str, Callable[[jax.Array, jax.Array], jax.Array]] | None = None
+    # (names, fn): fn(a, b) returns the values of all these metrics stacked on axis 0,
+    # sharing work; evaluate() calls it when two or more of them are to be computed.
+    joint: tuple[tuple[str, ...], Callable[[jax.Array, jax.Array], jax.Array]] | None = None
 
     def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
         return self.fn(a, b)
@@ -75,6 +95,8 @@ class Metric:
 def _on_fused(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return lambda sources, fused: fn(fused)
 
+
+_SSIM_JOINT = (("SSIM_mean", "MS_SSIM_mean"), ssim_and_ms_ssim_fusion)
 
 NO_REFERENCE_METRICS: dict[str, Metric] = {
     m.name: m
@@ -138,6 +160,26 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             min_size=FMI_WINDOW,
             description="feature MI on the x gradient, 3x3 windows",
         ),
+        Metric(
+            name="Q_TE",
+            fn=tsallis_fusion,
+            higher_is_better=True,
+            exact_sources=2,
+            description="Tsallis-entropy MI (Liu's Q_TE, q = 0.43137)",
+        ),
+        Metric(
+            name="Q_NCIE",
+            fn=ncie,
+            higher_is_better=True,
+            description="nonlinear correlation information entropy, base-256 logs",
+        ),
+        Metric(
+            name="Q_M",
+            fn=qm,
+            higher_is_better=True,
+            min_size=QM_MIN_SIZE,
+            description="Wang-Liu's multiscale (two-level Haar) edge preservation, 0-3",
+        ),
         Metric(name="Qabf", fn=qabf, higher_is_better=True, description="Xydeas-Petrovic edge preservation"),
         Metric(
             name="Nabf",
@@ -165,6 +207,7 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             higher_is_better=True,
             min_size=SSIM_WINDOW,
             description="SSIM(F, S_k), mean over sources",
+            joint=_SSIM_JOINT,
         ),
         Metric(
             name="SSIM_sum",
@@ -180,6 +223,7 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             higher_is_better=True,
             min_size=MS_SSIM_MIN_SIZE,
             description="MS-SSIM(F, S_k), mean over sources",
+            joint=_SSIM_JOINT,
         ),
         Metric(
             name="MS_SSIM_sum",
@@ -238,6 +282,7 @@ NO_REFERENCE_METRICS: dict[str, Metric] = {
             higher_is_better=True,
             min_size=PIELLA_WINDOW,
             description="Piella's edge-dependent fusion quality",
+            product_of=("Qw", qe_edge_factor),
         ),
     ]
 }
@@ -263,5 +308,29 @@ REFERENCE_METRICS: dict[str, Metric] = {
         ),
     ]
 }
+
+OPT_IN_METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        Metric(
+            name="FMI_dct",
+            fn=functools.partial(feature_mutual_information, feature="dct"),
+            higher_is_better=True,
+            min_size=FMI_WINDOW,
+            description="feature MI on the whole image's 2-D DCT, 3x3 windows",
+        ),
+        Metric(
+            name="Q_P",
+            fn=qp,
+            higher_is_better=True,
+            min_size=2,
+            exact_sources=2,
+            description="Zhao's phase-congruency metric (PC, max and min moments)",
+        ),
+    ]
+}
+"""No-reference metrics that cost as much as several others together: ``evaluate``
+computes them only when they are named, and they are in neither ``NO_REFERENCE_METRICS``
+nor ``ALL_METRICS`` (which list the default columns)."""
 
 ALL_METRICS: dict[str, Metric] = {**NO_REFERENCE_METRICS, **REFERENCE_METRICS}

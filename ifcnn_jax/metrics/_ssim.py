@@ -171,6 +171,42 @@ def ms_ssim_fusion(sources: jax.Array, fused: jax.Array, reduce: str = "mean") -
     return _map_groups(_per_source(_ms_ssim_core, reduce), sources, fused)
 
 
+def _ssim_and_ms_ssim_core(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``(SSIM, MS-SSIM)`` of one pair: the first MS-SSIM scale gives the SSIM map too."""
+    value = 1.0
+    last = len(MS_SSIM_WEIGHTS) - 1
+    for level, weight in enumerate(MS_SSIM_WEIGHTS):
+        ssim_map, cs_map, _, _ = _ssim_maps(x, y, _SSIM_TAPS, _SSIM_C1, _SSIM_C2)
+        if level == 0:
+            first = _mean(ssim_map)
+        factor = _mean(ssim_map) if level == last else _mean(cs_map)
+        value = value * jnp.maximum(factor, 0.0) ** weight
+        if level != last:
+            x, y = _downsample2(x), _downsample2(y)
+    return jnp.stack([first, value])
+
+
+@jax.jit
+def ssim_and_ms_ssim_fusion(sources: jax.Array, fused: jax.Array) -> jax.Array:
+    """``(SSIM_mean, MS_SSIM_mean)`` stacked on a leading axis, in one pass: the values
+    of :func:`ssim_fusion` and :func:`ms_ssim_fusion` (``reduce="mean"``), with the
+    full-size SSIM maps computed once. ``evaluate`` uses it when both are selected.
+
+    Args: ``sources`` ``(N, ..., H, W)``, ``fused`` ``(..., H, W)``, 0-255, sides >= 176.
+    Returns ``(2, ...)``.
+    """
+    sources, fused = _as_group(sources, fused, min_size=MS_SSIM_MIN_SIZE)
+    n, batch, hw = sources.shape[0], fused.shape[:-2], fused.shape[-2:]
+    flat_sources = jnp.swapaxes(sources.reshape((n, -1) + hw), 0, 1)
+    flat_fused = fused.reshape((-1,) + hw)
+
+    def group(pair):
+        return jnp.mean(_over_sources(_ssim_and_ms_ssim_core, *pair), axis=0)
+
+    both = lax.map(group, (flat_sources, flat_fused))  # (B, 2)
+    return jnp.moveaxis(both.reshape(batch + (2,)), -1, 0)
+
+
 _QY_TAPS = gaussian_window(QY_WINDOW, QY_SIGMA)
 
 
@@ -281,12 +317,26 @@ def qe(sources: jax.Array, fused: jax.Array) -> jax.Array:
     Returns ``(...)``.
     """
     sources, fused = _as_group(sources, fused, min_size=PIELLA_WINDOW)
+    return _map_groups(
+        lambda srcs, fus: _piella_weighted(srcs, fus) * _qe_edge_core(srcs, fus), sources, fused
+    )
 
-    def core(srcs, fus):
-        edges = _prewitt_magnitude(jnp.concatenate([srcs, fus[None]]))
-        return _piella_weighted(srcs, fus) * _piella_weighted(edges[:-1], edges[-1]) ** PIELLA_ALPHA
 
-    return _map_groups(core, sources, fused)
+def _qe_edge_core(srcs: jax.Array, fus: jax.Array) -> jax.Array:
+    edges = _prewitt_magnitude(jnp.concatenate([srcs, fus[None]]))
+    return _piella_weighted(edges[:-1], edges[-1]) ** PIELLA_ALPHA
+
+
+@jax.jit
+def qe_edge_factor(sources: jax.Array, fused: jax.Array) -> jax.Array:
+    """``Q_W(S', F')^alpha``, the edge factor of :func:`qe`: ``qe = qw * qe_edge_factor``
+    (the same float32 product), so that ``evaluate`` computes Q_W once for Qw and Qe.
+
+    Args: ``sources`` ``(N, ..., H, W)``, ``fused`` ``(..., H, W)``, 0-255, sides >= 8.
+    Returns ``(...)``.
+    """
+    sources, fused = _as_group(sources, fused, min_size=PIELLA_WINDOW)
+    return _map_groups(_qe_edge_core, sources, fused)
 
 
 _BOX_TAPS = np.full(SSIM_WINDOW, 1.0 / SSIM_WINDOW)
