@@ -385,3 +385,20 @@ def test_ranks_and_method_names():
     assert method_folders(["x=some/dir", "other/dir/"]) == [("x", "some/dir"), ("dir", "other/dir/")]
     with pytest.raises(IFCNNError, match="two methods are named 'dir'"):
         method_folders(["a/dir", "b/dir"])
+
+
+def test_opt_in_metrics_are_computed_when_named(scored_set, tmp_path):
+    testset, fused = scored_set
+    out = tmp_path / "out"
+    assert (
+        main([str(testset), "--fused", str(fused), "--out", str(out), "--metrics", "EN,FMI_dct", "-q"]) == 0
+    )
+    rows = _read_csv(out / "metrics.csv")
+    assert list(rows[0])[-2:] == ["EN", "FMI_dct"]
+    for row in rows:
+        name = row["group"]
+        sources = [cv2.imread(str(testset / f"{name}-{s}.png"), cv2.IMREAD_GRAYSCALE) for s in "AB"]
+        image = cv2.imread(str(fused / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        expected = metrics.evaluate(sources, image, names=["FMI_dct"])["FMI_dct"]
+        assert float(row["FMI_dct"]) == pytest.approx(expected, rel=1e-6)
+        assert 0 < expected <= 1

@@ -104,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         metavar="NAMES",
         default=None,
-        help="comma-separated metric names (default: all); see docs/metrics.md",
+        help=(
+            "comma-separated metric names (default: every default metric; the opt-in ones, "
+            "e.g. FMI_dct and Q_P, only when named); see docs/metrics.md"
+        ),
     )
     parser.add_argument(
         "--figure-rows",
@@ -234,16 +237,20 @@ def _slug(text: str) -> str:
 
 
 def _metric_names(spec: str | None, any_reference: bool) -> list[str]:
-    from ifcnn_jax.metrics import ALL_METRICS, NO_REFERENCE_METRICS  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
+    from ifcnn_jax.metrics import (  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
+        ALL_METRICS,
+        KNOWN_METRICS,
+        NO_REFERENCE_METRICS,
+    )
 
     if spec is None:
         return list(ALL_METRICS if any_reference else NO_REFERENCE_METRICS)
     names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_METRICS]
+    unknown = [n for n in names if n not in KNOWN_METRICS]
     if unknown or not names:
         raise IFCNNError(
             f"--metrics: unknown metric {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(ALL_METRICS)}"
+            f"choose from {', '.join(KNOWN_METRICS)}"
         )
     return names
 
@@ -509,8 +516,8 @@ def _score(
     applicable = [
         n
         for n in names
-        if (n in metrics.NO_REFERENCE_METRICS or reference is not None)
-        and metrics.ALL_METRICS[n].applies_to(len(sources), h, w)
+        if (n not in metrics.REFERENCE_METRICS or reference is not None)
+        and metrics.KNOWN_METRICS[n].applies_to(len(sources), h, w)
     ]
     return metrics.evaluate(
         [on_255_scale(s) for s in sources],

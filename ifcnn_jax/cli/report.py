@@ -152,7 +152,9 @@ def comparison_rows(rows_by_method: dict[str, list[dict]], names: Sequence[str])
             for method, rows in rows_by_method.items()
         }
         ranks = {
-            n: rank_values({m: means[m][n] for m in rows_by_method}, metrics.ALL_METRICS[n].higher_is_better)
+            n: rank_values(
+                {m: means[m][n] for m in rows_by_method}, metrics.KNOWN_METRICS[n].higher_is_better
+            )
             for n in names
         }
         for method in rows_by_method:
@@ -174,7 +176,7 @@ def _rank_cell(entry: dict, name: str) -> str:
 
 
 def comparison_markdown(comparison: list[dict], names: Sequence[str]) -> str:
-    arrows = [f"{n} {'↑' if metrics.ALL_METRICS[n].higher_is_better else '↓'}" for n in names]
+    arrows = [f"{n} {'↑' if metrics.KNOWN_METRICS[n].higher_is_better else '↓'}" for n in names]
     parts = []
     for collection in dict.fromkeys(e["collection"] for e in comparison):
         parts += [
@@ -195,7 +197,10 @@ def comparison_markdown(comparison: list[dict], names: Sequence[str]) -> str:
 def comparison_text(comparison: list[dict], names: Sequence[str]) -> str:
     blocks = []
     for collection in dict.fromkeys(e["collection"] for e in comparison):
-        header = ["method", *(f"{n}{'+' if metrics.ALL_METRICS[n].higher_is_better else '-'}" for n in names)]
+        header = [
+            "method",
+            *(f"{n}{'+' if metrics.KNOWN_METRICS[n].higher_is_better else '-'}" for n in names),
+        ]
         body = [
             [e["method"], *(_rank_cell(e, n) for n in names)]
             for e in comparison

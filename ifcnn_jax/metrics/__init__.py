@@ -52,6 +52,7 @@ from ifcnn_jax.metrics._qcv import qcv
 from ifcnn_jax.metrics._reference import mae, psnr
 from ifcnn_jax.metrics._registry import (
     ALL_METRICS,
+    KNOWN_METRICS,
     NO_REFERENCE_METRICS,
     OPT_IN_METRICS,
     REFERENCE_METRICS,
@@ -90,6 +91,7 @@ from ifcnn_jax.metrics._wavelet import qm
 
 __all__ = [
     "ALL_METRICS",
+    "KNOWN_METRICS",
     "Metric",
     "NO_REFERENCE_METRICS",
     "OPT_IN_METRICS",

@@ -334,3 +334,6 @@ computes them only when they are named, and they are in neither ``NO_REFERENCE_M
 nor ``ALL_METRICS`` (which list the default columns)."""
 
 ALL_METRICS: dict[str, Metric] = {**NO_REFERENCE_METRICS, **REFERENCE_METRICS}
+
+KNOWN_METRICS: dict[str, Metric] = {**ALL_METRICS, **OPT_IN_METRICS}
+"""Every metric that can be asked for by name: the default columns and the opt-in ones."""
