@@ -28,8 +28,10 @@
 #    (nvidia-smi, package versions), gpu_log.txt (everything printed).
 #
 # Settings (environment): GPU_BENCH_REPS (default 10), GPU_BENCH_CASES
-# (default fuse_pair,fuse_batch,fuse_big,train_step), GPU_BENCH_TIMEOUT (seconds for
-# bench/run.py, default 480), PYTHON (default python3).
+# (default fuse_pair,fuse_batch,fuse_big,train_step), GPU_BENCH_TORCH_VARIANTS (the
+# PyTorch variants, comma-separated; default: bench/torch_variants.py's GPU lists; e.g.
+# default,default_fp32,channels_last_fp32 to skip the compiled ones on a second try),
+# GPU_BENCH_TIMEOUT (seconds for bench/run.py, default 480), PYTHON (default python3).
 
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -110,8 +112,11 @@ tail -1 "$OUT/gpu_env.txt"
 # JAX must not take 75% of the GPU: PyTorch runs in the same process.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 attempts=conv_f32_copy,conv_default_precision,conv_bf16,conv_block512,conv_block2048
+variants=()
+[ -n "${GPU_BENCH_TORCH_VARIANTS:-}" ] && variants=(--torch-variants "$GPU_BENCH_TORCH_VARIANTS")
 timeout "${GPU_BENCH_TIMEOUT:-480}" "$PY" bench/run.py --device gpu --cases "$cases" \
-    --reps "${GPU_BENCH_REPS:-10}" --jax-attempts "$attempts" --json "$OUT/gpu_bench.json" >"$OUT/gpu_bench.md"
+    --reps "${GPU_BENCH_REPS:-10}" --jax-attempts "$attempts" "${variants[@]}" \
+    --json "$OUT/gpu_bench.json" >"$OUT/gpu_bench.md"
 status=$?
 cat "$OUT/gpu_bench.md"
 [ $status -eq 124 ] && echo "[gpu.sh] bench/run.py hit its time limit: the report holds the cases it finished"
