@@ -10,6 +10,7 @@ duration of the trace; the library itself is not changed:
   bf16         conv1, conv2 and conv3 as bf16 x bf16 products accumulated in float32
                (AVX512-BF16 / AMX through XLA's YNNPACK); conv4 and all else float32
   bf16_conv23  only conv2 and conv3 in bf16 (conv1's 3-channel input stays float32)
+  bf16_conv23_RxC   the same on output blocks of R x C pixels (the library: 64 x 128)
 
 and for accelerators (the library's 'conv' method: XLA convolutions, cuDNN on GPU):
 
@@ -138,6 +139,10 @@ FUSION_ATTEMPTS = {
     "f32_copy": _attempt({}),
     "bf16": _attempt({"_conv_im2col": _im2col_bf16, "_conv_row_taps": _row_taps_bf16}),
     "bf16_conv23": _attempt({"_conv_row_taps": _row_taps_bf16}),
+    # bf16 halves the blocks' buffers: larger blocks fit the same cache.
+    "bf16_conv23_128x128": _attempt({"_conv_row_taps": _row_taps_bf16}, block=(128, 128)),
+    "bf16_conv23_64x256": _attempt({"_conv_row_taps": _row_taps_bf16}, block=(64, 256)),
+    "bf16_conv23_32x128": _attempt({"_conv_row_taps": _row_taps_bf16}, block=(32, 128)),
     # Accelerators (the 'conv' method, cuDNN on GPU). The library asks for HIGHEST
     # precision (true float32, parity 1e-4); these trade it for speed.
     "conv_f32_copy": _attempt({}, "conv"),
