@@ -255,17 +255,18 @@ def large_pair(size: int, device: str, paths: list[str]) -> dict:
 
 def markdown_table(report: dict) -> str:
     lines = [
-        "| case | JAX (s) | PyTorch anchor | PyTorch (s) | JAX / PyTorch | JAX / PyTorch default "
-        "| throughput (JAX) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| case | JAX (s) | PyTorch anchor | PyTorch (s) | JAX / PyTorch | same, CPU time "
+        "| JAX / PyTorch default | throughput (JAX) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in report["cases"].items():
         if "jax_s" not in r or r["jax_s"] is None:
-            lines.append(f"| `{name}` | failed | | | | | |")
+            lines.append(f"| `{name}` | failed | | | | | | |")
             continue
         torch_s = f"{r['torch_s']:.3f}" if r.get("torch_s") else "-"
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") else "-"
         ratio_default = f"{r['ratio_vs_default']:.2f}" if r.get("ratio_vs_default") else "-"
+        ratio_cpu = f"{r['ratio_cpu']:.2f}" if r.get("ratio_cpu") else "-"
         anchor = f"`{r['torch_anchor']}`" if r.get("torch_anchor") else "-"
         if "images_per_s" in r:
             throughput = f"{r['images_per_s']['jax']:.1f} images/s"
@@ -275,7 +276,16 @@ def markdown_table(report: dict) -> str:
             throughput = ""
         if r.get("peak_rss_gb") is not None:
             throughput += f", peak RSS {r['peak_rss_gb']:.2f} GB"
-        cells = (f"`{name}`", f"{r['jax_s']:.3f}", anchor, torch_s, ratio, ratio_default, throughput)
+        cells = (
+            f"`{name}`",
+            f"{r['jax_s']:.3f}",
+            anchor,
+            torch_s,
+            ratio,
+            ratio_cpu,
+            ratio_default,
+            throughput,
+        )
         lines.append("| " + " | ".join(cells) + " |")
     m = report["machine"]
     lines.append("")
