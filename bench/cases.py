@@ -21,16 +21,46 @@ DEFAULT_RELEASE_DIR = REPO_ROOT.parent / "shared" / "ifcnn-release"
 
 @dataclasses.dataclass
 class Case:
-    """One benchmark: ``run_jax`` / ``run_torch`` do one repetition and wait for it."""
+    """One benchmark. Each runner does one repetition and waits for it; a runner in a
+    worker process returns that process's clocks (``{"wall_s", "cpu_s"}``)."""
 
     name: str
     description: str
-    run_jax: Callable[[], object]
-    run_torch: Callable[[], object] | None
+    # The JAX side: the first entry is the library as users get it (the ratios use it);
+    # further entries are bench-only attempts, reported beside it.
+    jax_runs: dict[str, Callable[[], object]]
+    # The PyTorch variants that ran (bench/torch_variants.py), and per variant its
+    # parity with the reference or its error; bench/run.py takes the fastest with
+    # parity as the anchor.
+    torch_runs: dict[str, Callable[[], object]] = dataclasses.field(default_factory=dict)
+    torch_info: dict[str, dict] = dataclasses.field(default_factory=dict)
     # What one repetition processes, for throughput: fused megapixels or training images.
     megapixels: float = 0.0
     images: int = 0
-    max_abs_diff: float | None = None  # JAX vs PyTorch output, where comparable
+    max_abs_diff: float | None = None  # JAX vs the PyTorch reference, 0-1 scale
+    jax_info: dict[str, dict] = dataclasses.field(default_factory=dict)
+    closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+
+
+@dataclasses.dataclass
+class TorchPlan:
+    """Which PyTorch variants to run: ``in_process`` in this process (with whatever
+    allocator it has), ``keep_freed`` in a worker process with train.main's allocator
+    settings (reported as ``<variant>+keep_freed``)."""
+
+    in_process: tuple[str, ...]
+    keep_freed: tuple[str, ...] = ()
+    threads: int = 1
+    suffix: str = ""  # appended to the in-process names ("+keep_freed" when this process has it)
+
+
+def _add_torch(case: Case, runs: dict, info: dict, suffix: str) -> None:
+    case.torch_runs.update({name + suffix: run for name, run in runs.items()})
+    case.torch_info.update({name + suffix: entry for name, entry in info.items()})
 
 
 @dataclasses.dataclass
@@ -68,13 +98,6 @@ def load_models(torch_device: str) -> Models:
     return Models(jax_model, reference.eval().to(torch_device), weights)
 
 
-def _torch_sync(device: str) -> None:
-    import torch  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def fusion_case(
     name: str,
     description: str,
@@ -84,41 +107,60 @@ def fusion_case(
     size: int,
     jax_device: jax.Device,
     torch_device: str,
+    plan: TorchPlan,
     seed: int = 0,
+    jax_extra: dict[str, Callable] | None = None,
 ) -> Case:
-    """Model time of one fusion call: inputs already on the device, output waited for."""
-    import torch  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
-
+    """Model time of one fusion call: inputs already on the device, output waited for.
+    ``jax_extra``: name -> ``make(sources_jax) -> run`` for bench-only JAX attempts,
+    each checked against the same reference."""
+    from bench import torch_variants  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
     from ifcnn_jax.inference import forward  # noqa: PLC0415 - lazy: JAX must start after the process settings (XLA_FLAGS, malloc)
 
-    rng = np.random.default_rng(seed)
-    sources = rng.normal(size=(num_sources, batch, size, size, 3)).astype(np.float32)
+    sources = torch_variants.fusion_inputs(num_sources, batch, size, seed)
     sources_jax = jax.device_put(sources, jax_device)
-    tensors = [
-        torch.from_numpy(np.ascontiguousarray(s)).permute(0, 3, 1, 2).contiguous().to(torch_device)
-        for s in sources
-    ]
-    model_jax, model_torch = models.jax_model, models.torch_model
+    model_jax = models.jax_model
+    reference = torch_variants.reference_output(models.torch_model, sources)
+    ref_unit = reference * torch_variants.IMAGENET_STD
 
     def run_jax():
         return forward(model_jax, sources_jax).block_until_ready()
 
-    def run_torch():
-        with torch.no_grad():
-            out = model_torch(*tensors)
-        _torch_sync(torch_device)
-        return out
+    def unit_diff(out) -> float:
+        return float(np.max(np.abs(np.asarray(out) * torch_variants.IMAGENET_STD - ref_unit)))
 
-    ours = np.asarray(run_jax())
-    theirs = run_torch().permute(0, 2, 3, 1).cpu().numpy()
-    return Case(
+    case = Case(
         name,
         description,
-        run_jax,
-        run_torch,
+        {"library": run_jax},
         megapixels=batch * size * size / 1e6,
-        max_abs_diff=float(np.max(np.abs(ours - theirs))),
+        max_abs_diff=unit_diff(run_jax()),
     )
+    for extra, make in (jax_extra or {}).items():
+        try:
+            run = make(sources_jax)
+            case.jax_info[extra] = {"max_abs_diff_vs_reference": unit_diff(run())}
+            case.jax_runs[extra] = run
+        except Exception as exc:  # noqa: BLE001 - a failed attempt is reported, not fatal
+            case.jax_info[extra] = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+    runs, info = torch_variants.fusion_variants(
+        models.torch_model, sources, torch_device, plan.in_process, reference
+    )
+    _add_torch(case, runs, info, plan.suffix)
+    if plan.keep_freed:
+        worker = torch_variants.VariantWorker(
+            name,
+            plan.keep_freed,
+            threads=plan.threads,
+            device=torch_device,
+            release=release_dir(),
+            spec={"num_sources": num_sources, "batch": batch, "size": size, "seed": seed},
+        )
+        case.closers.append(worker.close)
+        info = worker.info["variants"]
+        runs = {n: worker.runner(n) for n, entry in info.items() if "max_abs_diff_vs_reference" in entry}
+        _add_torch(case, runs, info, torch_variants.KEEP_FREED)
+    return case
 
 
 TRAIN_STEP_DESCRIPTION = (
@@ -177,51 +219,10 @@ def jax_train_step(
     return run_jax
 
 
-def torch_train_step(
-    torch_device: str, batch: int = 8, size: int = 128, seed: int = 0
-) -> Callable[[], object]:
-    """The same step in PyTorch: the reference IFCNN in training mode with conv1 frozen,
-    torchvision's ResNet-101 (random, frozen) up to layer1, pixel + perceptual MSE,
-    Adam (lr 1e-4) over the trained parameters."""
-    import torch  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
-    import torchvision  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
-
-    from convert.torch_reference import ReferenceIFCNN  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
-
-    rng = np.random.default_rng(seed)
-    sources = rng.normal(size=(2, batch, size, size, 3)).astype(np.float32)
-    target = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
-    torch.manual_seed(seed)
-    net = ReferenceIFCNN("max").train().to(torch_device)
-    net.conv1.weight.requires_grad_(False)  # frozen, as in the JAX config (and the paper)
-    resnet = torchvision.models.resnet101(weights=None).eval().to(torch_device)
-    layer1 = torch.nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1)
-    for p in layer1.parameters():
-        p.requires_grad_(False)
-    adam = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-    to_nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    sources_torch = [to_nchw(s).to(torch_device) for s in sources]
-    target_torch = to_nchw(target).to(torch_device)
-
-    def run_torch():
-        adam.zero_grad(set_to_none=True)
-        fused = net(*sources_torch)
-        with torch.no_grad():
-            target_features = layer1(target_torch)
-        loss = torch.nn.functional.mse_loss(fused, target_torch) + torch.nn.functional.mse_loss(
-            layer1(fused), target_features
-        )
-        loss.backward()
-        adam.step()
-        _torch_sync(torch_device)
-        return loss
-
-    return run_torch
-
-
 def train_step_case(
     jax_device: jax.Device,
     torch_device: str,
+    plan: TorchPlan,
     batch: int = 8,
     size: int = 128,
     seed: int = 0,
@@ -230,15 +231,33 @@ def train_step_case(
     """The train_step case; ``run_jax`` replaces the in-process JAX step (bench/run.py
     passes one that runs the step in a worker process with ``train.main``'s process
     settings)."""
+    from bench import torch_variants  # noqa: PLC0415 - lazy: torch is optional (the [torch] extra)
+
     if run_jax is None:
         run_jax = jax_train_step(jax_device, batch, size, seed)
-    return Case(
+    case = Case(
         "train_step",
         TRAIN_STEP_DESCRIPTION.format(batch=batch, size=size),
-        run_jax,
-        torch_train_step(torch_device, batch, size, seed),
+        {"library": run_jax},
         images=batch,
     )
+    reference = torch_variants.build_train_variant("default", "cpu", batch, size, seed)[1]()
+    runs, info = torch_variants.train_variants(torch_device, plan.in_process, batch, size, seed, reference)
+    _add_torch(case, runs, info, plan.suffix)
+    if plan.keep_freed:
+        worker = torch_variants.VariantWorker(
+            "train_step",
+            plan.keep_freed,
+            threads=plan.threads,
+            device=torch_device,
+            release=None,
+            spec={"batch": batch, "size": size, "seed": seed},
+        )
+        case.closers.append(worker.close)
+        info = worker.info["variants"]
+        runs = {n: worker.runner(n) for n, entry in info.items() if "max_abs_diff_vs_reference" in entry}
+        _add_torch(case, runs, info, torch_variants.KEEP_FREED)
+    return case
 
 
 ALIGN_PAIR_DESCRIPTION = (
@@ -282,7 +301,6 @@ def align_case(size: int = 520, method: str = "homography") -> Case:
     return Case(
         "align_pair",
         ALIGN_PAIR_DESCRIPTION + f" ({source})",
-        run_jax,
-        None,
+        {"library": run_jax},
         megapixels=size * size / 1e6,
     )
