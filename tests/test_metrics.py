@@ -1094,3 +1094,15 @@ def test_colour_is_evaluated_on_luminance():
     )
     sixteen = grays[0].astype(np.uint16) * 257
     np.testing.assert_array_equal(metrics.to_gray_255(sixteen), grays[0].astype(np.float32))
+
+
+class TestEvaluateProgress:
+    def test_counts_every_metric_and_changes_no_value(self):
+        rng = np.random.default_rng(5)
+        sources = [rng.integers(0, 256, (48, 64), dtype=np.uint8) for _ in range(2)]
+        fused = np.maximum(*sources)
+        names = ["EN", "SD", "Qabf", "SSIM_mean"]
+        calls = []
+        with_bar = metrics.evaluate(sources, fused, names=names, progress=lambda d, t: calls.append((d, t)))
+        assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+        assert with_bar == metrics.evaluate(sources, fused, names=names)

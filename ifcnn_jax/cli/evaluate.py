@@ -38,7 +38,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -292,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
             fused_paths.append(fused_path)
             t1 = time.perf_counter()
             reference = read_image(group.reference) if group.reference is not None else None
-            values = _score(group, sources, fused, fused_path, reference, names)
+            values = _score(group, sources, fused, fused_path, reference, names, _metric_progress(bar, group))
             metric_seconds += time.perf_counter() - t1
             fuse_seconds += t1 - t0
             collection = group.collection or root_name
@@ -402,7 +402,9 @@ def run_comparison(
             for label, fused_source in methods:
                 fused, fused_path = fused_source.fused(group, sources)
                 fused_paths.append(fused_path)
-                values = _score(group, sources, fused, fused_path, reference, names)
+                values = _score(
+                    group, sources, fused, fused_path, reference, names, _metric_progress(bar, group, label)
+                )
                 row = {
                     "collection": collection,
                     "group": _short_name(group),
@@ -507,10 +509,11 @@ def _score(
     fused_path: Path,
     reference: np.ndarray | None,
     names: Sequence[str],
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """The named metrics that apply to this group; the others are left out (NaN later):
     reference metrics without a ground truth, SCD/Qy beside N != 2, MS-SSIM on small
-    images."""
+    images. ``progress`` is passed to ``metrics.evaluate``."""
 
     h, w = np.asarray(fused).shape[:2]
     applicable = [
@@ -527,7 +530,19 @@ def _score(
         source_names=[str(p) for p in group.sources],
         fused_name=str(fused_path),
         reference_name=str(group.reference),
+        progress=progress,
     )
+
+
+def _metric_progress(bar, group: ImageGroup, method: str = "") -> Callable[[int, int], None]:
+    """Shows the metric count of the group being scored beside the bar over groups: the
+    first group of each image size compiles every metric, which takes a while."""
+    prefix = f"{group.name} {method}".rstrip()
+
+    def show(done: int, total: int) -> None:
+        bar.set_postfix_str(f"{prefix}: metric {done}/{total}")
+
+    return show
 
 
 def on_255_scale(image: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ The conventions (scales, shapes, windows) are those of ``ifcnn_jax.metrics``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +36,7 @@ def evaluate(
     source_names: Sequence[str] | None = None,
     fused_name: str = "fused image",
     reference_name: str = "reference image",
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Computes metrics for one group of images, checking the inputs first.
 
@@ -50,6 +51,9 @@ def evaluate(
         those whose definition does not cover this number of sources or this image size
         give NaN. A named metric that does not apply raises ``IFCNNError``.
       source_names, fused_name, reference_name: labels for error messages (file names).
+      progress: called as ``progress(done, total)`` before each metric function runs
+        and once when all are done (``done == total``); on the first call for an image
+        size each function also compiles, which takes seconds.
 
     Returns:
       ``{name: value}`` as Python floats, in the order of ``names`` (default: registry
@@ -121,8 +125,10 @@ def evaluate(
     # direct calls (one computation for all of them compiles ~10% faster, but anew for
     # every selection of names).
     computed: dict[str, float] = {}
-    for name in to_compute:
+    for done, name in enumerate(to_compute, start=1):
         metric = available[name]
+        if progress is not None:
+            progress(done - 1, len(to_compute))
         if name in computed:
             continue
         if name in REFERENCE_METRICS:
@@ -140,6 +146,8 @@ def evaluate(
             computed[name] = float(np.float32(computed[other]) * np.float32(factor(stacked, fused_j)))
         else:
             computed[name] = float(metric(stacked, fused_j))
+    if progress is not None:
+        progress(len(to_compute), len(to_compute))
     results: dict[str, float] = {}
     for name in selected:
         metric = available[name]
