@@ -37,24 +37,33 @@ def fusion_bytes(height: int, width: int, num_sources: int) -> int:
 
 
 def streamed_fusion_bytes(
-    height: int, width: int, num_sources: int, tile: int, *, in_memory_output: bool = False
+    height: int,
+    width: int,
+    num_sources: int,
+    tile: int,
+    *,
+    channels: int = 3,
+    bytes_per_sample: int = 4,
+    in_memory_output: bool = False,
 ) -> int:
     """Estimated peak memory of a streamed fusion (``ifcnn_jax.streaming``) of
-    ``num_sources`` images of ``height x width`` pixels in tiles of ``tile`` pixels.
+    ``num_sources`` images of ``height x width`` pixels with ``channels`` samples of
+    ``bytes_per_sample`` bytes (the defaults are the largest), in tiles of ``tile``
+    pixels.
 
     It is bounded by the tile, not the image: per source a band of ``tile + 10`` rows
-    as stored (up to 3 samples of 4 bytes, and a strip's worth more for strip files),
-    the float32 windows in flight (the stacked input, its device copy and the
-    network's buffers) and an output band; the image itself only with
-    ``in_memory_output`` (a non-TIFF output assembled whole, 3 copies: the result,
-    the encoder's colour-order copy and the encoded file).
+    as stored (twice: a strip file's decoded strips and the window cut from them), the
+    float32 windows in flight (the stacked input, its device copy and the network's
+    buffers), an output band (at most 3 float32 samples), and the runtime. The image
+    itself counts only with ``in_memory_output`` (a non-TIFF output assembled whole,
+    3 copies: the result, the encoder's colour-order copy and the encoded file).
     """
     tile_h, tile_w = min(tile, height), min(tile, width)
     window = (tile_h + 2 * HALO) * (tile_w + 2 * HALO)
-    bands = num_sources * 2 * (tile_h + 2 * HALO) * width * 3 * 4
+    bands = num_sources * 2 * (tile_h + 2 * HALO) * width * channels * bytes_per_sample
     windows = _WINDOWS_IN_FLIGHT * (num_sources + 3) * window * 3 * 4
     output = tile_h * width * 3 * 4
-    whole = 3 * height * width * 3 * 2 if in_memory_output else 0
+    whole = 3 * height * width * 3 * bytes_per_sample if in_memory_output else 0
     return bands + windows + output + whole + BYTES_OVERHEAD
 
 
@@ -94,7 +103,13 @@ def check_sources(
             )
     if streamed_tile is not None:
         needed = streamed_fusion_bytes(
-            first.height, first.width, len(paths), streamed_tile, in_memory_output=in_memory_output
+            first.height,
+            first.width,
+            len(paths),
+            streamed_tile,
+            channels=max(h.channels for _, h in known),
+            bytes_per_sample=max(h.bytes_per_sample for _, h in known),
+            in_memory_output=in_memory_output,
         )
     else:
         needed = fusion_bytes(first.height, first.width, len(paths))
