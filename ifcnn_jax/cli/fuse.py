@@ -75,6 +75,7 @@ from ifcnn_jax.io.images import (
 )
 from ifcnn_jax.io.model_files import resolve_model_dir
 from ifcnn_jax.io.testsets import ImageGroup, find_groups
+from ifcnn_jax.io.tiff_stream import is_tiff_path, stream_support
 from ifcnn_jax.preflight import check_disk_space, check_sources
 from ifcnn_jax.streaming import StreamPlan, fuse_tiff_files, plan_streaming
 from ifcnn_jax.tasks import TASKS
@@ -241,6 +242,20 @@ def _preflight_streamed(sources: list[Path], output: Path, plan: StreamPlan) -> 
         check_disk_space(output, plan.height * plan.width * channels * sample)
 
 
+def _check_in_memory(sources: list[Path]) -> None:
+    """``check_sources`` for the in-memory path; when TIFF sources are refused for
+    memory, the message says why they were not streamed (e.g. LZW without imagecodecs)."""
+    try:
+        check_sources(sources)
+    except IFCNNError as exc:
+        if "of memory" not in str(exc) or not all(is_tiff_path(p) for p in sources):
+            raise
+        reasons = [f"{p}: {why}" for p in sources if (why := stream_support(p)) is not None]
+        if not reasons:
+            raise
+        raise IFCNNError(f"{exc} (TIFFs are fused in bounded memory, but not {reasons[0]})") from None
+
+
 def _fuse_streamed(model, sources, output, task, tile, plan, progress, align_reference) -> dict:
     """Fuses TIFF sources tile by tile from disk to disk (bounded memory; the same
     result as the in-memory path); returns the identity alignment report."""
@@ -344,7 +359,7 @@ def _run_single(args) -> int:
     if plan is not None:
         _preflight_streamed(sources, output, plan)
     else:
-        check_sources(sources)
+        _check_in_memory(sources)
     model = _load_model(args.model, args.task, args)
     start = time.perf_counter()
     report = fuse_files(
