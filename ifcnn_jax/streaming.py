@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.io.tiff_stream import TiffRegions, is_tiff_path, stream_support, write_tiff
+from ifcnn_jax.io.tiff_stream import NotStreamable, TiffRegions, is_tiff_path, stream_support, write_tiff
 from ifcnn_jax.preflight import fusion_bytes
 from ifcnn_jax.tiling import HALO
 
@@ -184,7 +184,9 @@ def fuse_tiff_files(
         for path in sources:
             try:
                 readers.append(stack.enter_context(TiffRegions(path)))
-            except (OSError, ValueError) as exc:
+            except IFCNNError:
+                raise  # names the file already
+            except (OSError, ValueError, NotStreamable) as exc:
                 raise IFCNNError(f"{path}: cannot be read region by region ({exc})") from None
         height, width, _ = readers[0].shape
         for reader, name in zip(readers[1:], names[1:]):

@@ -197,6 +197,16 @@ def test_streamed_equals_in_memory_fusion(max_model, tmp_path, task, colour, dty
         np.testing.assert_array_equal(got, recipes.fuse(max_model, images, task, tile=0))
 
 
+@pytest.mark.parametrize("names", [("c01_1.tif", "c01_2.tif"), ("010_MR-T2.tif", "010_SPECT-Tc.tif")])
+def test_release_medical_tiffs_stream_to_the_in_memory_result(release_dir, max_model, tmp_path, names):
+    # The release's own scans: PackBits strips, gray, and a colour SPECT beside an MR.
+    paths = [release_dir / "datasets" / "MDDataset" / name for name in names]
+    assert all(stream_support(p) is None for p in paths)
+    expected = recipes.fuse(max_model, [read_image(p) for p in paths], "medical", tile=96)
+    out = fuse_tiff_files(max_model, paths, tmp_path / "out.tif", "medical", tile=96)
+    np.testing.assert_array_equal(read_image(out), expected)
+
+
 def test_streamed_float_result_is_the_untiled_one_to_float_rounding(max_model, tmp_path):
     # Against the untiled fusion (a different summation order in the network's blocks)
     # the agreement is that of tiled_apply: float rounding.

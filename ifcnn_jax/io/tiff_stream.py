@@ -14,7 +14,7 @@ whatever the image size.
 What streams (``stream_support``): 8-bit, 16-bit and float32 gray (MinIsBlack, one
 sample) or RGB (three samples) TIFFs, stored in strips or tiles, contiguous or
 separate planes, uncompressed or with a lossless compression ``tifffile`` decodes
-(Deflate and LZMA always; LZW, PackBits and Zstandard only with the ``imagecodecs``
+(Deflate, LZMA and PackBits always; LZW and Zstandard only with the ``imagecodecs``
 package installed). Everything else (other formats, JPEG-compressed TIFFs, palettes,
 alpha, orientations other than top-left, ...) is read whole by
 ``ifcnn_jax.io.images.read_image``. Samples come back as decoded, in the file's
