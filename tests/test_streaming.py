@@ -325,3 +325,18 @@ def test_a_huge_tiff_passes_the_streamed_check_only(tmp_path, monkeypatch):
         ("infrared", {"tile": 0}),
     ]:
         assert plan_streaming(paths, tmp_path / "out.tif", task, **options) is None
+
+
+def test_a_result_larger_than_the_free_disk_is_refused_before_fusing(
+    release_dir, full_disk, tmp_path, capsys
+):
+    # 600 x 600 gray 8-bit takes 352 KiB; the file system has 256 KiB.
+    rng = np.random.default_rng(14)
+    paths = [
+        _write(tmp_path / f"src{i}.tif", rng.integers(0, 256, (600, 600), dtype=np.uint8), "contiguous")
+        for i in range(2)
+    ]
+    out = full_disk / "fused.tif"
+    assert _cli(release_dir, "--task", "infrared", *paths, "-o", out) == 2
+    _one_line_error(capsys, str(out), "free on its disk")
+    assert list(full_disk.iterdir()) == []
