@@ -161,8 +161,10 @@ def fuse_tiff_files(
       progress: ``progress(done, total)`` after each tile.
 
     The result, its type and layout are those of ``ifcnn_jax.fuse(model, images, task,
-    tile=...)`` on the decoded images, bit for bit. The output is written atomically
-    (temporary file beside it, renamed at the end): a failure part-way leaves no file.
+    tile=...)`` on the pixels the files hold, bit for bit (these are OpenCV's decoded
+    pixels too, except for 16-bit RGB in separate planes, which OpenCV misreads). The
+    output is written atomically (temporary file beside it, renamed at the end): a
+    failure part-way leaves no new file, and a file already at ``output`` unchanged.
     Raises ``IFCNNError`` naming the file for unreadable or damaged sources, sources
     of different sizes, a gray/colour mix the task cannot take, and float samples
     outside [0, 1].
