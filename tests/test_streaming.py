@@ -6,6 +6,8 @@ of sources)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -158,6 +160,22 @@ def test_a_failing_producer_leaves_no_file_and_keeps_the_old_one(tmp_path):
         write_tiff(old, pieces(), (128, 64), np.uint8, (64, 64), tile=64)
     assert old.read_bytes() == b"the user's earlier result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+
+
+def test_the_temporary_file_is_registered_for_removal_on_ctrl_c(tmp_path):
+    # run_command's Ctrl-C handler removes every registered temporary (temporaries.remove_all).
+    from ifcnn_jax.io import temporaries  # noqa: PLC0415 - lazy: only this test looks inside
+
+    seen = []
+
+    def pieces():
+        seen.extend(p for p in temporaries._paths if ".out.tif." in p)
+        assert seen and all(Path(p).exists() for p in seen)  # being written
+        yield (0, 0), np.zeros((64, 64), np.uint8)
+
+    write_tiff(tmp_path / "out.tif", pieces(), (64, 64), np.uint8, (64, 64), tile=64)
+    assert seen and not any(Path(p).exists() for p in seen)
+    assert not any(".out.tif." in p for p in temporaries._paths)
 
 
 # ------------------------------------------------------------------ streamed == in memory
