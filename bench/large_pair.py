@@ -113,6 +113,8 @@ def _stream(args) -> int:
 
             sampler = threading.Thread(target=sample, daemon=True)
             load_before = os.getloadavg()[0]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_before = before.ru_utime + before.ru_stime
             running.clear()
             sampler.start()
             start = time.perf_counter()
@@ -120,7 +122,9 @@ def _stream(args) -> int:
             wall = time.perf_counter() - start
             running.set()
             sampler.join()
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            peak = children.ru_maxrss * 1024 / 1e9
+            cpu = children.ru_utime + children.ru_stime - cpu_before
             record = {
                 "size": size,
                 "rows": height,
@@ -130,6 +134,9 @@ def _stream(args) -> int:
                 "exit": done.returncode,
                 "wall_s": round(wall, 2),
                 "s_per_megapixel": round(wall / (size * height / 1e6), 4),
+                # CPU seconds of the child: on a shared machine a steadier measure of work
+                "cpu_s": round(cpu, 1),
+                "cpu_s_per_megapixel": round(cpu / (size * height / 1e6), 4),
                 "peak_rss_gb": round(peak, 3),  # the largest child so far: run sizes in rising order
                 "input_bytes": sum(p.stat().st_size for p in sources),
                 "output_bytes": output.stat().st_size if output.exists() else None,
