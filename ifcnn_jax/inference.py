@@ -35,7 +35,7 @@ from jax import lax
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.model import IFCNN, fuse_features
-from ifcnn_jax.tiling import HALO, tiled_apply
+from ifcnn_jax.tiling import HALO, RegionFn, tiled_apply
 
 # Images with more pixels than this are tiled when ``tile`` is None.
 AUTO_TILE_PIXELS = 4096 * 4096
@@ -305,6 +305,38 @@ def _tile_size(tile: int | None, height: int, width: int, auto_tile_pixels: int)
     return int(tile)
 
 
+def region_function(model: IFCNN, method: str | None = None) -> RegionFn:
+    """The function that fuses one haloed window, as :func:`ifcnn_jax.tiling.tiled_apply`
+    and :func:`ifcnn_jax.tiling.iter_tiles` call it: ``(window, (top, left), (H, W))``
+    with ``window`` the stacked, normalised float32 sources ``(N, B, h + 10, w + 10, 3)``
+    around the tile whose centre starts at image row ``top``, col ``left`` of an
+    ``H x W`` image; returns the exact fused centre ``(B, h, w, 3)`` (a JAX array, in
+    the normalised space). ``model`` must be in inference mode; ``method`` as for
+    :func:`forward` (None: the faster for the default backend)."""
+    if method is not None and method not in METHODS:
+        raise IFCNNError(f"unknown inference method {method!r}; choose one of {METHODS}")
+    if not is_inference_mode(model):
+        raise IFCNNError("windowed fusion needs an inference-mode model (call model.eval())")
+    method = method or default_method()
+    fuse_window = partial(
+        _fuse_window,
+        folded_params(model),
+        rule=model.fuse_rule,
+        method=method,
+        block=_BLOCK[method],
+        per_item=_PER_ITEM[method],
+    )
+
+    def region(window, origin, image_hw):
+        return fuse_window(
+            jnp.asarray(window, jnp.float32),
+            jnp.asarray(origin, jnp.int32),
+            jnp.asarray(image_hw, jnp.int32),
+        )
+
+    return region
+
+
 def forward(
     model: IFCNN,
     sources: np.ndarray | jax.Array,
@@ -359,22 +391,7 @@ def forward(
             )
         return _module_forward(model, jnp.asarray(sources))
 
-    params = folded_params(model)
-    method = method or default_method(sources)
-    fuse_window = partial(
-        _fuse_window,
-        params,
-        rule=model.fuse_rule,
-        method=method,
-        block=_BLOCK[method],
-        per_item=_PER_ITEM[method],
-    )
-
-    def region(window, origin, image_hw):
-        return fuse_window(
-            jnp.asarray(window), jnp.asarray(origin, jnp.int32), jnp.asarray(image_hw, jnp.int32)
-        )
-
+    region = region_function(model, method or default_method(sources))
     if tile_size:
         return tiled_apply(region, sources, tile_size, HALO, progress=progress)
     pad = ((0, 0), (0, 0), (HALO, HALO), (HALO, HALO), (0, 0))
@@ -390,4 +407,5 @@ __all__ = [
     "folded_params",
     "forward",
     "is_inference_mode",
+    "region_function",
 ]

@@ -15,7 +15,7 @@ position; ``ifcnn_jax.inference`` evaluates the windows.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import jax
@@ -98,6 +98,67 @@ def _place(canvas: jax.Array, tile: jax.Array, top: jax.Array, left: jax.Array) 
     )
 
 
+def tile_origins(height: int, width: int, tile: int) -> list[tuple[int, int]]:
+    """The ``(top, left)`` image positions of the tiles of side ``min(tile, height)`` x
+    ``min(tile, width)`` pixels covering a ``height x width`` image, in row-major order
+    (the order :func:`tiled_apply` and :func:`iter_tiles` visit them)."""
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    return [(top, left) for top in tile_starts(height, tile_h) for left in tile_starts(width, tile_w)]
+
+
+def tile_cell(top: int, left: int, tile_h: int, tile_w: int) -> tuple[int, int]:
+    """Where the part of the tile at ``(top, left)`` that an image takes from it starts.
+
+    Each pixel is taken from the first tile (in row-major order) that covers it. The
+    kept parts are then the cells of a regular grid of ``tile_h x tile_w`` pixels
+    (the last row and column of cells cut by the border): a tile shifted back at the
+    border gives only the rows and columns past the previous tile. A file can thus be
+    written tile by tile on that grid. Returns the cell's image position; the tile's
+    kept part is ``centre[cell_top - top:, cell_left - left:]``.
+    """
+    return -(-top // tile_h) * tile_h, -(-left // tile_w) * tile_w
+
+
+# (top, left, height, width, halo) -> the haloed window of that tile, as extract_window.
+WindowFn = Callable[[int, int, int, int, int], np.ndarray | jax.Array]
+
+
+def iter_tiles(
+    region_fn: RegionFn,
+    read_window: WindowFn,
+    image_hw: tuple[int, int],
+    tile: int,
+    halo: int = HALO,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[tuple[int, int], np.ndarray | jax.Array, jax.Array]]:
+    """Runs ``region_fn`` on the haloed window of every tile of an image of
+    ``image_hw`` (height, width) pixels and yields ``((top, left), window, centre)``
+    in row-major order (:func:`tile_origins`).
+
+    ``read_window(top, left, height, width, halo)`` supplies each window (for an
+    in-memory stack it is :func:`extract_window`; a file reader can cut it from disk),
+    so only a couple of windows are held at once whatever the image size. The next
+    tile is dispatched before the previous one is yielded, so the host's work on a
+    yielded centre overlaps the network on the next. ``progress(done, total)`` is
+    called after each tile is dispatched.
+    """
+    full_h, full_w = image_hw
+    tile_h, tile_w = min(tile, full_h), min(tile, full_w)
+    origins = tile_origins(full_h, full_w, tile)
+    pending = None
+    for done, (top, left) in enumerate(origins, start=1):
+        window = read_window(top, left, tile_h, tile_w, halo)
+        centre = region_fn(window, (top, left), (full_h, full_w))
+        if progress is not None:
+            progress(done, len(origins))
+        if pending is not None:
+            yield pending
+        pending = ((top, left), window, centre)
+    if pending is not None:
+        yield pending
+
+
 def tiled_apply(
     region_fn: RegionFn,
     sources: np.ndarray | jax.Array,
@@ -111,30 +172,35 @@ def tiled_apply(
 
     ``tile`` is the side of the square tile centre in pixels (clipped to the image);
     each call sees that centre plus ``halo`` pixels of real neighbours, replicate-padded
-    only where the window crosses the image border. Peak memory is the input, the
+    only where the window crosses the image border. Each output pixel comes from the
+    first tile that covers it (:func:`tile_cell`). Peak memory is the input, the
     output and a couple of windows, whatever the image size. ``progress(done, total)``
     is called after each tile is dispatched.
     """
     if sources.ndim != 5:
         raise ValueError(f"expected stacked sources (N, B, H, W, C), got shape {sources.shape}")
     _, batch, full_h, full_w, _ = sources.shape
-    tile_h, tile_w = min(tile, full_h), min(tile, full_w)
     canvas = None
     in_flight: deque[jax.Array] = deque()
-    origins = [(top, left) for top in tile_starts(full_h, tile_h) for left in tile_starts(full_w, tile_w)]
-    for done, (top, left) in enumerate(origins, start=1):
-        window = extract_window(sources, top, left, tile_h, tile_w, halo)
-        centre = region_fn(window, (top, left), (full_h, full_w))
+    tiles = iter_tiles(
+        region_fn, partial(extract_window, sources), (full_h, full_w), tile, halo, progress=progress
+    )
+    tile_h, tile_w = min(tile, full_h), min(tile, full_w)
+    for (top, left), _, centre in tiles:
         if canvas is None:
             canvas = jnp.zeros(
                 (batch, full_h, full_w, centre.shape[-1]),
                 jnp.float32,
                 device=next(iter(centre.devices())),
             )
-        canvas = _place(canvas, centre, jnp.int32(top), jnp.int32(left))
+        cell_top, cell_left = tile_cell(top, left, tile_h, tile_w)
+        kept = (
+            centre[:, cell_top - top :, cell_left - left :]
+            if (cell_top, cell_left) != (top, left)
+            else centre
+        )
+        canvas = _place(canvas, kept, jnp.int32(cell_top), jnp.int32(cell_left))
         in_flight.append(centre)
         if len(in_flight) > _MAX_TILES_IN_FLIGHT:
             in_flight.popleft().block_until_ready()
-        if progress is not None:
-            progress(done, len(origins))
     return canvas

@@ -30,6 +30,12 @@ filled from the reference unless ``--crop`` crops to the area all sources share.
 composes the result from the sources' own pixels by a cleaned in-focus map
 (:mod:`ifcnn_jax.decision_map`); ``--focus-map FILE`` writes that map.
 
+TIFF sources fused into a TIFF output are streamed (:mod:`ifcnn_jax.streaming`): read
+region by region and written tile by tile, in memory bounded by the tile size, with
+the same result as the in-memory path (also chosen when a non-TIFF output would not
+fit in memory otherwise). Exposure, ``--decision-map``, ``--align`` and ``--tile 0``
+stay in memory.
+
 Everything that can be checked before the work is: the output, the model file, the
 sources' headers (sizes, read without decoding) and the memory a fusion needs.
 Compiled programs are kept in a persistent cache (``--compilation-cache``), so
@@ -49,6 +55,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from ifcnn_jax.align import ALIGNABLE_TASKS, METHODS
 from ifcnn_jax.cli.common import (
     add_compilation_cache_argument,
@@ -67,7 +75,9 @@ from ifcnn_jax.io.images import (
 )
 from ifcnn_jax.io.model_files import resolve_model_dir
 from ifcnn_jax.io.testsets import ImageGroup, find_groups
-from ifcnn_jax.preflight import check_sources
+from ifcnn_jax.io.tiff_stream import is_tiff_path, stream_support
+from ifcnn_jax.preflight import check_disk_space, check_sources
+from ifcnn_jax.streaming import StreamPlan, fuse_tiff_files, plan_streaming
 from ifcnn_jax.tasks import TASKS
 
 
@@ -198,6 +208,9 @@ def fuse_files(
     )
 
     _refuse_overwriting_sources(output, sources)
+    plan = plan_streaming(sources, output, task, tile=tile, decision_map=decision_map, align=align)
+    if plan is not None:
+        return _fuse_streamed(model, sources, output, task, tile, plan, progress, align_reference)
     check_sources(sources)
     images = [read_image(p) for p in sources]
     names = [str(p) for p in sources]
@@ -216,6 +229,44 @@ def fuse_files(
     write_image(output, fused)
     if focus_map is not None:
         write_image(focus_map, focus_map_image(labels, len(images)))
+    return {"output": str(output), **alignment.to_dict(names)}
+
+
+def _preflight_streamed(sources: list[Path], output: Path, plan: StreamPlan) -> None:
+    """The memory and disk checks of a streamed fusion (``ifcnn_jax.streaming``)."""
+    headers = check_sources(sources, streamed_tile=plan.tile, in_memory_output=not plan.to_tiff)
+    if plan.to_tiff:
+        known = [h for h in headers if h is not None]
+        channels = max((h.channels for h in known), default=3)
+        sample = max((h.bytes_per_sample for h in known), default=4)
+        check_disk_space(output, plan.height * plan.width * channels * sample)
+
+
+def _check_in_memory(sources: list[Path]) -> None:
+    """``check_sources`` for the in-memory path; when TIFF sources are refused for
+    memory, the message says why they were not streamed (e.g. LZW without imagecodecs)."""
+    try:
+        check_sources(sources)
+    except IFCNNError as exc:
+        if "of memory" not in str(exc) or not all(is_tiff_path(p) for p in sources):
+            raise
+        reasons = [f"{p}: {why}" for p in sources if (why := stream_support(p)) is not None]
+        if not reasons:
+            raise
+        raise IFCNNError(f"{exc} (TIFFs are fused in bounded memory, but not {reasons[0]})") from None
+
+
+def _fuse_streamed(model, sources, output, task, tile, plan, progress, align_reference) -> dict:
+    """Fuses TIFF sources tile by tile from disk to disk (bounded memory; the same
+    result as the in-memory path); returns the identity alignment report."""
+    from ifcnn_jax.align import align as register  # noqa: PLC0415 - lazy: slow to import; only fusing needs it
+
+    _preflight_streamed(sources, output, plan)
+    with tile_progress(progress) as on_tile:
+        fuse_tiff_files(model, sources, output, task, tile=tile, progress=on_tile)
+    names = [str(p) for p in sources]
+    shape = np.broadcast_to(np.zeros((), np.uint8), (plan.height, plan.width))  # no pixels needed
+    alignment = register([shape] * len(sources), "off", align_reference, names=names)
     return {"output": str(output), **alignment.to_dict(names)}
 
 
@@ -302,7 +353,13 @@ def _run_single(args) -> int:
             f"(0 to {len(sources) - 1})"
         )
     report_path = _report_path(args, [*sources, output])
-    check_sources(sources)
+    plan = plan_streaming(
+        sources, output, args.task, tile=args.tile, decision_map=args.decision_map, align=args.align
+    )
+    if plan is not None:
+        _preflight_streamed(sources, output, plan)
+    else:
+        _check_in_memory(sources)
     model = _load_model(args.model, args.task, args)
     start = time.perf_counter()
     report = fuse_files(
