@@ -274,7 +274,7 @@ class _Recipe:
             if any(colour) and not all(colour):
                 gray = [n for n, c in zip(names, colour) if not c]
                 raise IFCNNError(f"{task} sources must be all colour or all gray; gray: {', '.join(gray)}")
-            self.mean, self.std = recipes.IMAGENET_MEAN, recipes.IMAGENET_STD
+            self.mean, self.std = recipes._IMAGENET_MEAN, recipes._IMAGENET_STD
             self.colour_out = any(colour)
         else:
             if sum(colour) > 1:
@@ -283,7 +283,7 @@ class _Recipe:
                     f"{task} fusion takes at most one colour source (its chroma is kept); "
                     f"colour sources: {listed}"
                 )
-            self.mean, self.std = recipes.IDENTITY_MEAN, recipes.IDENTITY_STD
+            self.mean, self.std = recipes._IDENTITY_MEAN, recipes._IDENTITY_STD
             self.colour_out = any(colour)
             if any(colour):
                 self.colour_index = colour.index(True)
