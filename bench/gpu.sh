@@ -93,7 +93,7 @@ need = ["jax", "jaxlib", "flax", "optax", "orbax.checkpoint", "numpy", "cv2", "P
 print(" ".join(m for m in need if importlib.util.find_spec(m) is None))
 EOF
 )
-[ -z "$missing" ] || fail "python packages missing on this machine: $missing (carry them as wheels: see /work/.library/device/README.md)"
+[ -z "$missing" ] || fail "python packages missing on this machine: $missing (carry them as wheels in bench/.gpu-carry: see bash bench/gpu.sh prepare)"
 cases=${GPU_BENCH_CASES:-fuse_pair,fuse_batch,fuse_big,train_step}
 if ! "$PY" -c "import ml_collections" 2>/dev/null; then
     echo "[gpu.sh] ml_collections missing (run 'bash bench/gpu.sh prepare' here and carry $CARRY): train_step skipped"
