@@ -247,3 +247,12 @@ def test_tile_progress_counts_every_tile_and_keeps_the_result(released_models, r
     total = math.ceil(150 / 64) * math.ceil(230 / 64)  # tiles of 64 px cover 150 x 230
     assert calls == [(k, total) for k in range(1, total + 1)]
     np.testing.assert_array_equal(tiled, ifcnn_jax.fuse(model, images, "multifocus", tile=64))
+
+
+@pytest.mark.parametrize("module", ["ifcnn_jax.cli.fuse", "ifcnn_jax.cli.synth"])
+def test_command_modules_do_not_import_jax(module):
+    # --help and the early checks run before JAX is imported (it takes about a second);
+    # the fusion path imports it when it needs it.
+    code = f"import sys, {module}; print(sorted(m for m in ('jax', 'flax', 'torch') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

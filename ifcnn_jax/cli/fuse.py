@@ -54,6 +54,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -77,8 +78,10 @@ from ifcnn_jax.io.model_files import resolve_model_dir
 from ifcnn_jax.io.testsets import ImageGroup, find_groups
 from ifcnn_jax.io.tiff_stream import is_tiff_path, stream_support
 from ifcnn_jax.preflight import check_disk_space, check_sources
-from ifcnn_jax.streaming import StreamPlan, fuse_tiff_files, plan_streaming
 from ifcnn_jax.tasks import TASKS
+
+if TYPE_CHECKING:
+    from ifcnn_jax.streaming import StreamPlan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +211,8 @@ def fuse_files(
     )
 
     _refuse_overwriting_sources(output, sources)
+    from ifcnn_jax.streaming import plan_streaming  # noqa: PLC0415 - lazy: imports JAX; --help and early errors must stay fast
+
     plan = plan_streaming(sources, output, task, tile=tile, decision_map=decision_map, align=align)
     if plan is not None:
         return _fuse_streamed(model, sources, output, task, tile, plan, progress, align_reference)
@@ -260,6 +265,7 @@ def _fuse_streamed(model, sources, output, task, tile, plan, progress, align_ref
     """Fuses TIFF sources tile by tile from disk to disk (bounded memory; the same
     result as the in-memory path); returns the identity alignment report."""
     from ifcnn_jax.align import align as register  # noqa: PLC0415 - lazy: slow to import; only fusing needs it
+    from ifcnn_jax.streaming import fuse_tiff_files  # noqa: PLC0415 - lazy: imports JAX; --help and early errors must stay fast
 
     _preflight_streamed(sources, output, plan)
     with tile_progress(progress) as on_tile:
@@ -353,6 +359,8 @@ def _run_single(args) -> int:
             f"(0 to {len(sources) - 1})"
         )
     report_path = _report_path(args, [*sources, output])
+    from ifcnn_jax.streaming import plan_streaming  # noqa: PLC0415 - lazy: imports JAX; --help and early errors must stay fast
+
     plan = plan_streaming(
         sources, output, args.task, tile=args.tile, decision_map=args.decision_map, align=args.align
     )
