@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from convert.torch_reference import load_reference, run_reference
-from ifcnn_jax import recipes
+from ifcnn_jax import preflight, recipes
 from ifcnn_jax.inference import forward
-from ifcnn_jax.model import load
+from ifcnn_jax.model import load, new_ifcnn
 from ifcnn_jax.tiling import HALO, extract_window, tile_starts, tiled_apply
 from tests.helpers import max_abs_diff, random_sources
 
@@ -167,3 +167,13 @@ def test_exposure_tiles_only_the_network_and_clahe_sees_the_whole_image(mean_mod
         differs = quantised[0] != quantised[1]
         scaled = np.clip(net_u[0], 0, 1)[differs] * 255
         assert np.all(np.abs(scaled - np.round(scaled)) <= EXACT * 255)
+
+
+def test_the_halo_is_the_receptive_field_radius_everywhere():
+    # preflight keeps its own copy of the halo (importing tiling would load JAX); both
+    # must be the network's receptive-field radius: the sum of (k - 1) / 2 over the
+    # stacked convolutions (conv1 7x7, conv2 3x3, conv3 3x3, conv4 1x1).
+    model = new_ifcnn("max", seed=0)
+    kernels = [model.conv1.kernel, model.conv2.conv.kernel, model.conv3.conv.kernel, model.conv4.kernel]
+    radius = sum((k[...].shape[0] - 1) // 2 for k in kernels)
+    assert HALO == preflight.HALO == radius
