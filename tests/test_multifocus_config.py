@@ -92,3 +92,53 @@ def test_colour_augmentation_only_in_training_examples(tmp_path):
     np.testing.assert_array_equal(off["target"], base["target"])
     np.testing.assert_array_equal(off["sources"], base["sources"])
     assert not np.array_equal(on["target"], base["target"])
+
+
+class TestFineTuning:
+    """``init_model`` starts from a trained model; ``batch_norm="frozen"`` trains with
+    BatchNorm normalising by its running statistics, which stay fixed."""
+
+    def test_init_model_takes_every_parameter_and_statistic(self, tmp_path):
+        import ifcnn_jax
+        from ifcnn_jax import param_trees
+
+        params, stats = initial_model(_config(tmp_path, init_model="ifcnn-jax-mf"))
+        want_params, want_stats = param_trees.split(ifcnn_jax.load("ifcnn-jax-mf"))
+        for got, want in ((params, want_params), (stats, want_stats)):
+            assert sorted(param_trees.flatten(got)) == sorted(param_trees.flatten(want))
+            for key, value in param_trees.flatten(want).items():
+                np.testing.assert_array_equal(param_trees.flatten(got)[key], np.asarray(value))
+
+    def test_frozen_batch_norm_loss_is_the_inference_models_error(self, tmp_path):
+        import jax
+        import jax.numpy as jnp
+
+        import ifcnn_jax
+        from train.step import make_loss_fn
+
+        rng = np.random.default_rng(0)
+        sources = jnp.asarray(rng.normal(size=(2, 3, 24, 24, 3)), jnp.float32)  # (N, B, h, w, 3)
+        target = jnp.asarray(rng.normal(size=(3, 24, 24, 3)), jnp.float32)
+        model = ifcnn_jax.load("ifcnn-jax-mf")
+        model.eval()
+        want = float(np.mean((np.asarray(model(sources), np.float64) - np.asarray(target, np.float64)) ** 2))
+        losses = {}
+        for mode in ("frozen", "batch"):
+            config = _config(tmp_path, init_model="ifcnn-jax-mf", batch_norm=mode)
+            params, stats = initial_model(config)
+            loss, aux = jax.jit(make_loss_fn(config, None))(params, stats, sources, target, None)
+            losses[mode] = float(loss)
+            changed = [
+                not np.array_equal(np.asarray(aux["batch_stats"][layer]["bn"][stat]), stats[layer]["bn"][stat])
+                for layer in ("conv2", "conv3")
+                for stat in ("mean", "var")
+            ]
+            assert not any(changed) if mode == "frozen" else all(changed)
+        np.testing.assert_allclose(losses["frozen"], want, rtol=1e-5)
+        assert abs(losses["batch"] - want) > 1e-3 * want  # batch statistics give another output
+
+    def test_bad_values_are_refused(self, tmp_path):
+        with pytest.raises(IFCNNError, match="config.batch_norm='running'"):
+            validate_config(_config(tmp_path, batch_norm="running"))
+        with pytest.raises(IFCNNError, match="config.init_model="):
+            validate_config(_config(tmp_path, init_model=str(tmp_path / "nothing")))

@@ -128,6 +128,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     one_of("fuse_rule", FUSE_RULES)
     one_of("conv1_init", ("random", "dct"))
     one_of("conv4_init", ("he", "zeros"))
+    one_of("batch_norm", ("batch", "frozen"))
+    init_model = got["init_model"]
+    if init_model and not Path(init_model).exists():
+        from ifcnn_jax.io.model_files import released_name  # noqa: PLC0415 - lazy: validation stays light and runs before JAX starts
+        from ifcnn_jax.io.weight_files import shipped_path  # noqa: PLC0415 - lazy: validation stays light and runs before JAX starts
+
+        if not released_name(str(init_model)) and shipped_path(str(init_model)) is None:
+            _fail("init_model", init_model, "no such model folder or file, nor a model name")
     conv1 = got["conv1_checkpoint"]
     if conv1 and str(conv1).lower().endswith((".pth", ".pt")) and not Path(conv1).is_dir():
         if not Path(conv1).is_file():  # one of the authors' released IFCNN-*.pth files

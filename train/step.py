@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from ifcnn_jax import param_trees
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.losses import perceptual_loss, pixel_loss
-from ifcnn_jax.model import IFCNN, new_ifcnn
+from ifcnn_jax.model import IFCNN, load, new_ifcnn
 from ifcnn_jax.resnet import IMAGENET_MEAN, IMAGENET_STD
 from train.conv1_filters import dct_filter_bank
 
@@ -68,7 +68,12 @@ def merge_model(fuse_rule: str, params: dict, batch_stats: dict) -> IFCNN:
 def initial_model(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
     """``(params, batch_stats)`` of a fresh IFCNN as pure dicts of NumPy arrays: conv1
     from ``config.conv1_checkpoint`` when set, else as ``config.conv1_init`` says
-    (``random``: He-initialised; ``dct``: the fixed bank of ``train.conv1_filters``)."""
+    (``random``: He-initialised; ``dct``: the fixed bank of ``train.conv1_filters``), or
+    everything from ``config.init_model`` when set."""
+    if config.init_model:
+        model = load(config.init_model, fuse_rule=config.fuse_rule)
+        params, stats = param_trees.split(model)
+        return jax.tree.map(np.asarray, params), jax.tree.map(np.asarray, stats)
     model = new_ifcnn(config.fuse_rule, conv1_from=config.conv1_checkpoint or None, seed=config.seed)
     if not config.conv1_checkpoint and config.conv1_init == "dct":
         model.conv1.kernel[...] = jnp.asarray(dct_filter_bank())
@@ -165,6 +170,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, resnet_graphdef: nnx.GraphDe
     pixel_weight, perceptual_weight = float(config.pixel_weight), float(config.perceptual_weight)
 
     freeze_conv1 = bool(config.freeze_conv1)
+    frozen_batch_norm = config.batch_norm == "frozen"
 
     def loss_fn(params, batch_stats, sources, target, resnet_state):
 
@@ -172,9 +178,16 @@ def make_loss_fn(config: ml_collections.ConfigDict, resnet_graphdef: nnx.GraphDe
             # Its updates are masked anyway; no gradient also spares XLA that convolution.
             params = {**params, "conv1": jax.lax.stop_gradient(params["conv1"])}
         model = merge_model(fuse_rule, params, batch_stats)
-        model.train()
-        fused = model(sources)
-        new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+        if frozen_batch_norm:
+            # Normalise as at inference, so that the weights adapt to the statistics
+            # the model will be used with (docs/training_notes.md, "frozen BatchNorm").
+            model.eval()
+            fused = model(sources)
+            new_stats = batch_stats
+        else:
+            model.train()
+            fused = model(sources)
+            new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
         pixel = pixel_loss(fused, target)
         if resnet_graphdef is not None:
             resnet = nnx.merge(resnet_graphdef, resnet_state)

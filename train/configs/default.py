@@ -59,6 +59,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.freeze_conv1 = True  # PAPER: conv1 is frozen.
     # CHOICE: "he" (the reference's init of every conv) or "zeros" for the 1x1 output conv4.
     config.conv4_init = "he"
+    # CHOICE: a model to start from instead (an exported model folder, a .pth or a shipped
+    # name such as "ifcnn-jax-mf"): its parameters and BatchNorm statistics, all of them
+    # (conv1_checkpoint, conv1_init and conv4_init are then not used). For fine-tuning.
+    config.init_model = ""
+    # CHOICE: how BatchNorm normalises while training. "batch": with each batch's
+    # statistics, updating the running averages (PyTorch's and the paper's way).
+    # "frozen": with the running statistics, which stay fixed, as at inference; for
+    # fine-tuning a model whose statistics were re-estimated (train/precise_bn.py).
+    config.batch_norm = "batch"
 
     # ---- loss: pixel MSE + perceptual_weight * perceptual ----------------------------
     config.pixel_weight = 1.0  # CHOICE.
