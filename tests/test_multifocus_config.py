@@ -4,16 +4,20 @@ zero-initialised conv4, colour augmentation in training batches only."""
 from __future__ import annotations
 
 import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import ifcnn_jax
+from ifcnn_jax import param_trees
 from ifcnn_jax.data.photos import FolderCollection
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.model import new_ifcnn
 from train import input_pipeline
 from train.config_check import validate_config
 from train.configs import multifocus
-from train.step import initial_model
+from train.step import initial_model, make_loss_fn
 
 
 def _config(tmp_path, **overrides):
@@ -99,9 +103,6 @@ class TestFineTuning:
     BatchNorm normalising by its running statistics, which stay fixed."""
 
     def test_init_model_takes_every_parameter_and_statistic(self, tmp_path):
-        import ifcnn_jax
-        from ifcnn_jax import param_trees
-
         params, stats = initial_model(_config(tmp_path, init_model="ifcnn-jax-mf"))
         want_params, want_stats = param_trees.split(ifcnn_jax.load("ifcnn-jax-mf"))
         for got, want in ((params, want_params), (stats, want_stats)):
@@ -110,12 +111,6 @@ class TestFineTuning:
                 np.testing.assert_array_equal(param_trees.flatten(got)[key], np.asarray(value))
 
     def test_frozen_batch_norm_loss_is_the_inference_models_error(self, tmp_path):
-        import jax
-        import jax.numpy as jnp
-
-        import ifcnn_jax
-        from train.step import make_loss_fn
-
         rng = np.random.default_rng(0)
         sources = jnp.asarray(rng.normal(size=(2, 3, 24, 24, 3)), jnp.float32)  # (N, B, h, w, 3)
         target = jnp.asarray(rng.normal(size=(3, 24, 24, 3)), jnp.float32)
@@ -128,8 +123,9 @@ class TestFineTuning:
             params, stats = initial_model(config)
             loss, aux = jax.jit(make_loss_fn(config, None))(params, stats, sources, target, None)
             losses[mode] = float(loss)
+            new_stats = aux["batch_stats"]
             changed = [
-                not np.array_equal(np.asarray(aux["batch_stats"][layer]["bn"][stat]), stats[layer]["bn"][stat])
+                not np.array_equal(np.asarray(new_stats[layer]["bn"][stat]), stats[layer]["bn"][stat])
                 for layer in ("conv2", "conv3")
                 for stat in ("mean", "var")
             ]
