@@ -4,7 +4,9 @@ One private module per family (``_statistics``, ``_information``, ``_liu_informa
 (Q_TE, Q_NCIE), ``_structure``, ``_wavelet`` (Q_M), ``_phase`` (Q_P), ``_ssim``, ``_vif``,
 ``_qcb``, ``_qcv``, ``_reference``), the registry (``_registry``: ``NO_REFERENCE_METRICS``,
 ``REFERENCE_METRICS`` and the named-only ``OPT_IN_METRICS``) and the eager entry point
-(``_evaluate``); this module is the public interface.
+(``_evaluate``) with the public suites' conventions (``_conventions``: ``CONVENTIONS``,
+``CONVENTION_METRICS``, for ``evaluate(..., convention=...)``); this module is the public
+interface.
 
 Public fusion-metric scripts disagree (log base 2 or e in MI, SSIM summed or averaged
 over the sources, 0-1 or 0-255 scaling, window sizes), so each function here states
@@ -38,6 +40,7 @@ Conventions
 
 # ruff: noqa: F401 - the explicit public interface of the package
 from ifcnn_jax.metrics._common import gaussian_window, luminance, to_gray_255
+from ifcnn_jax.metrics._conventions import CONVENTION_METRICS, CONVENTIONS, ConventionMetric
 from ifcnn_jax.metrics._evaluate import evaluate
 from ifcnn_jax.metrics._information import (
     cross_entropy,
@@ -91,6 +94,9 @@ from ifcnn_jax.metrics._wavelet import qm
 
 __all__ = [
     "ALL_METRICS",
+    "CONVENTIONS",
+    "CONVENTION_METRICS",
+    "ConventionMetric",
     "KNOWN_METRICS",
     "Metric",
     "NO_REFERENCE_METRICS",

@@ -11,6 +11,13 @@ import numpy as np
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.metrics._common import PEAK, to_gray_255
+from ifcnn_jax.metrics._conventions import (
+    CONVENTION_METRICS,
+    DEFAULT_CONVENTION,
+    check_convention,
+    metric_under,
+    refusal,
+)
 from ifcnn_jax.metrics._registry import (
     ALL_METRICS,
     NO_REFERENCE_METRICS,
@@ -37,6 +44,7 @@ def evaluate(
     fused_name: str = "fused image",
     reference_name: str = "reference image",
     progress: Callable[[int, int], None] | None = None,
+    convention: str = DEFAULT_CONVENTION,
 ) -> dict[str, float]:
     """Computes metrics for one group of images, checking the inputs first.
 
@@ -54,14 +62,22 @@ def evaluate(
       progress: called as ``progress(done, total)`` before each metric function runs
         and once when all are done (``done == total``); on the first call for an image
         size each function also compiles, which takes seconds.
+      convention: ``"paper"`` (default: this project's definitions), or ``"vifb"``,
+        ``"tang"``, ``"liu"``, ``"cddfuse"``: the metrics as that public suite's code
+        computes them (units, windows, quirks), under the same names
+        (``metrics.CONVENTION_METRICS``; docs/metrics.md, "Conventions"). Under a suite's
+        convention the default names are that suite's metrics (no reference metrics),
+        and a named metric it does not reproduce raises ``IFCNNError``.
 
     Returns:
       ``{name: value}`` as Python floats, in the order of ``names`` (default: registry
       order).
 
     Raises ``IFCNNError`` for sizes that differ, NaN/inf, values outside 0-255, fewer
-    than 2 sources, or unknown metric names.
+    than 2 sources, unknown metric names or conventions, or metrics the convention does
+    not reproduce.
     """
+    check_convention(convention)
     sources = list(sources)  # a stacked (N, H, W) or (N, H, W, 3) array splits on axis 0
     labels = (
         list(source_names) if source_names is not None else [f"source {i + 1}" for i in range(len(sources))]
@@ -88,8 +104,9 @@ def evaluate(
     available = dict(NO_REFERENCE_METRICS)
     if ref_gray is not None:
         available.update(REFERENCE_METRICS)
+    suite = CONVENTION_METRICS[convention]
     if names is None:
-        selected = list(available)
+        selected = [name for name in available if name in suite]
         explicit = False
         available.update(OPT_IN_METRICS)
     else:
@@ -103,6 +120,10 @@ def evaluate(
                 raise IFCNNError(
                     f"unknown metric {name!r}; choose from {', '.join([*ALL_METRICS, *OPT_IN_METRICS])}"
                 )
+            if name not in suite:
+                raise IFCNNError(refusal(convention, name))
+    if convention != DEFAULT_CONVENTION:
+        available = {name: metric_under(convention, name, available[name]) for name in selected}
 
     h, w = fused_gray.shape
     to_compute: list[str] = []

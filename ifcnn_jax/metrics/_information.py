@@ -184,9 +184,17 @@ def _box_differences(cdf_bound: jax.Array) -> jax.Array:
     return padded[1:, 1:] - padded[:-1, 1:] - padded[1:, :-1] + padded[:-1, :-1]
 
 
-def _fmi_windows(src: jax.Array, fus: jax.Array) -> jax.Array:
-    """Normalised feature MI of corresponding windows ``(l, ...)`` of a source and F."""
-    equal = jnp.all(src == fus, axis=0)
+def _fmi_windows(
+    src: jax.Array, fus: jax.Array, equal: jax.Array | None = None, flat_pairs_score_one: bool = False
+) -> jax.Array:
+    """Normalised feature MI of corresponding windows ``(l, ...)`` of a source and F.
+
+    ``equal``: where the window pair counts as equal (FMI 1); default: the raw windows
+    are equal. ``flat_pairs_score_one``: a pair of flat windows scores 1 (``fmi.m``,
+    where the rounding of ``mean(pdf)`` makes both centred PDFs the same tiny constant,
+    so their correlation is 1), instead of 0 (correlation of exact zeros)."""
+    if equal is None:
+        equal = jnp.all(src == fus, axis=0)
     p_s, p_f = _window_pdf(src), _window_pdf(fus)
     cdf_s, cdf_f = jnp.cumsum(p_s, axis=0), jnp.cumsum(p_f, axis=0)
     centred_s = p_s - jnp.mean(p_s, axis=0, keepdims=True)
@@ -214,7 +222,20 @@ def _fmi_windows(src: jax.Array, fus: jax.Array) -> jax.Array:
     h_f = jnp.sum(_xlogx2(p_f), axis=0)
     mi = h_s + h_f - joint_entropy
     fmi = jnp.where(mi == 0, 0.0, 2.0 * mi / jnp.where(h_s + h_f > 0, h_s + h_f, 1.0))
+    if flat_pairs_score_one:
+        both_flat = (jnp.max(src, axis=0) == jnp.min(src, axis=0)) & (
+            jnp.max(fus, axis=0) == jnp.min(fus, axis=0)
+        )
+        fmi = jnp.where(both_flat, 1.0, fmi)
     return jnp.where(equal, 1.0, fmi)
+
+
+def _rescaled_windows(values: jax.Array) -> jax.Array:
+    """fmi.m's in-place min-max of a window to [0, 1] (a flat window becomes ones)."""
+    lo = jnp.min(values, axis=1, keepdims=True)
+    hi = jnp.max(values, axis=1, keepdims=True)
+    flat = hi == lo
+    return jnp.where(flat, 1.0, (values - lo) / jnp.where(flat, 1.0, hi - lo))
 
 
 _FMI_ROWS_PER_STEP = 8
@@ -228,8 +249,10 @@ def _window_rows(feature_map: jax.Array) -> jax.Array:
     return jnp.pad(rows, ((0, extra), (0, 0), (0, 0)))
 
 
-@functools.partial(jax.jit, static_argnames=("feature",))
-def feature_mutual_information(sources: jax.Array, fused: jax.Array, feature: str = "pixel") -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("feature", "fmi_m_quirks"))
+def feature_mutual_information(
+    sources: jax.Array, fused: jax.Array, feature: str = "pixel", fmi_m_quirks: bool = False
+) -> jax.Array:
     """FMI, feature mutual information (fast FMI, 3x3 windows), 0 to 1.
 
     Per 3x3 'valid' window and source: both windows' feature values are min-max scaled
@@ -250,6 +273,12 @@ def feature_mutual_information(sources: jax.Array, fused: jax.Array, feature: st
     Haghighat's ``fmi.m`` (window 3) as shipped in Tang's ``analysis_fmi.m``; note that
     Tang's "FMI_pixel" calls it with the default feature, which there is ``'edge'``.
 
+    ``fmi_m_quirks=True`` reproduces two things ``fmi.m`` (lines 120-137, 154-160 and 304
+    of Tang's copy) does beyond that definition: a pair of flat but unequal windows
+    scores 1 (the default: 0, the correlation of two exactly uniform PDFs being 0), and
+    every source after the first is compared for equality with F's window as the first
+    source's branch left it, min-max rescaled, unless that first pair was equal.
+
     Args: ``sources`` ``(N, ..., H, W)``, ``fused`` ``(..., H, W)``, 0-255 (the value is
     scale-free). Returns ``(...)``.
     """
@@ -258,13 +287,29 @@ def feature_mutual_information(sources: jax.Array, fused: jax.Array, feature: st
     def core(srcs, fus):
         f_rows = _window_rows(_fmi_feature(fus, feature))
         n_rows = fus.shape[0] - FMI_WINDOW + 1
+        if fmi_m_quirks:
+            first_equal = jnp.all(_window_rows(_fmi_feature(srcs[0], feature)) == f_rows, axis=1)
+            f_rescaled = _rescaled_windows(f_rows)
 
-        def pair(src, _):
+        def pair(src, is_first):
             s_rows = _window_rows(_fmi_feature(src, feature))
+            raw_equal = jnp.all(s_rows == f_rows, axis=1)
+            if fmi_m_quirks:
+                # fmi.m rescales fSub in place in the first source's branch; the second
+                # source's test `bSub == fSub` then sees the rescaled window.
+                rescaled_equal = jnp.all(s_rows == f_rescaled, axis=1)
+                equal = jnp.where(is_first | first_equal, raw_equal, rescaled_equal)
+            else:
+                equal = raw_equal
             # A few rows of windows at a time keep the (9, 9, ...) temporaries small.
-            rows = lax.map(lambda both: _fmi_windows(*both), (s_rows, f_rows), batch_size=_FMI_ROWS_PER_STEP)
+            rows = lax.map(
+                lambda three: _fmi_windows(*three, flat_pairs_score_one=fmi_m_quirks),
+                (s_rows, f_rows, equal),
+                batch_size=_FMI_ROWS_PER_STEP,
+            )
             return _mean(rows[:n_rows])
 
-        return jnp.mean(_over_sources(pair, srcs, fus))
+        is_first = jnp.arange(srcs.shape[0]) == 0
+        return jnp.mean(lax.map(lambda both: pair(*both), (srcs, is_first)))
 
     return _map_groups(core, sources, fused)
