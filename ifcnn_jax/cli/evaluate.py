@@ -110,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--convention",
+        metavar="NAME",
+        default="paper",
+        help=(
+            "compute the metrics as a public suite's code does, under the same names: paper "
+            "(default: this project's definitions), vifb, tang, liu or cddfuse; the default "
+            "metrics are then that suite's (docs/metrics.md, Conventions)"
+        ),
+    )
+    parser.add_argument(
         "--figure-rows",
         type=int,
         default=None,
@@ -236,15 +246,25 @@ def _slug(text: str) -> str:
 # -------------------------------------------------------------------------------- run
 
 
-def _metric_names(spec: str | None, any_reference: bool) -> list[str]:
+def _metric_names(spec: str | None, any_reference: bool, convention: str = "paper") -> list[str]:
+    """The metric columns: ``--metrics`` checked against the registry and the convention,
+    or the default columns (under a suite's convention, that suite's metrics)."""
     from ifcnn_jax.metrics import (  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
         ALL_METRICS,
+        CONVENTION_METRICS,
+        CONVENTIONS,
         KNOWN_METRICS,
         NO_REFERENCE_METRICS,
     )
+    from ifcnn_jax.metrics._conventions import refusal  # noqa: PLC0415 - as above
 
+    if convention not in CONVENTIONS:
+        raise IFCNNError(
+            f"--convention: unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}"
+        )
+    suite = CONVENTION_METRICS[convention]
     if spec is None:
-        return list(ALL_METRICS if any_reference else NO_REFERENCE_METRICS)
+        return [n for n in (ALL_METRICS if any_reference else NO_REFERENCE_METRICS) if n in suite]
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in KNOWN_METRICS]
     if unknown or not names:
@@ -252,6 +272,9 @@ def _metric_names(spec: str | None, any_reference: bool) -> list[str]:
             f"--metrics: unknown metric {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join(KNOWN_METRICS)}"
         )
+    for name in names:
+        if name not in suite:
+            raise IFCNNError(f"--metrics: {refusal(convention, name)}")
     return names
 
 
@@ -269,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise IFCNNError(f"--out {out_dir}: exists and is not a folder")
     any_reference = any(g.reference is not None for g in image_set.groups)
-    names = _metric_names(args.metrics, any_reference)
+    names = _metric_names(args.metrics, any_reference, args.convention)
     if len(args.fused) > 1:
         return run_comparison(args, image_set, out_dir, names, start)
     fused_source = FusedSource(args, out_dir)
@@ -292,7 +315,16 @@ def run(args: argparse.Namespace) -> int:
             fused_paths.append(fused_path)
             t1 = time.perf_counter()
             reference = read_image(group.reference) if group.reference is not None else None
-            values = _score(group, sources, fused, fused_path, reference, names, _metric_progress(bar, group))
+            values = _score(
+                group,
+                sources,
+                fused,
+                fused_path,
+                reference,
+                names,
+                _metric_progress(bar, group),
+                args.convention,
+            )
             metric_seconds += time.perf_counter() - t1
             fuse_seconds += t1 - t0
             collection = group.collection or root_name
@@ -323,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
         f"test set: {args.testset} ({len(rows)} groups)",
         f"fused images: {_fused_note(args, fused_source, image_set)}",
         "colour images are scored on their luminance (ITU-R BT.601)",
+        _convention_note(args.convention),
     ]
     if image_set.skipped:
         notes.append("skipped (no group): " + ", ".join(p.name for p in image_set.skipped))
@@ -403,7 +436,14 @@ def run_comparison(
                 fused, fused_path = fused_source.fused(group, sources)
                 fused_paths.append(fused_path)
                 values = _score(
-                    group, sources, fused, fused_path, reference, names, _metric_progress(bar, group, label)
+                    group,
+                    sources,
+                    fused,
+                    fused_path,
+                    reference,
+                    names,
+                    _metric_progress(bar, group, label),
+                    args.convention,
                 )
                 row = {
                     "collection": collection,
@@ -428,6 +468,7 @@ def run_comparison(
         "methods: " + ", ".join(f"{label} ({fs.fused_dir})" for label, fs in methods),
         "colour images are scored on their luminance (ITU-R BT.601)",
         "ranks: 1 is best, by each metric's direction (↑ higher, ↓ lower is better); ties share a rank",
+        _convention_note(args.convention),
     ]
     if image_set.skipped:
         notes.append("skipped (no group): " + ", ".join(p.name for p in image_set.skipped))
@@ -510,10 +551,11 @@ def _score(
     reference: np.ndarray | None,
     names: Sequence[str],
     progress: Callable[[int, int], None] | None = None,
+    convention: str = "paper",
 ) -> dict[str, float]:
     """The named metrics that apply to this group; the others are left out (NaN later):
     reference metrics without a ground truth, SCD/Qy beside N != 2, MS-SSIM on small
-    images. ``progress`` is passed to ``metrics.evaluate``."""
+    images. ``progress`` and ``convention`` are passed to ``metrics.evaluate``."""
 
     h, w = np.asarray(fused).shape[:2]
     applicable = [
@@ -531,6 +573,7 @@ def _score(
         fused_name=str(fused_path),
         reference_name=str(group.reference),
         progress=progress,
+        convention=convention,
     )
 
 
@@ -549,6 +592,12 @@ def on_255_scale(image: np.ndarray) -> np.ndarray:
     """Float images of this package (``read_image``, ``fuse``) hold 0-1; the metrics want
     0-255. Integer images are left to ``metrics.to_gray_255`` (uint16 / 257)."""
     return image * np.float32(255) if image.dtype.kind == "f" else image
+
+
+def _convention_note(convention: str) -> str:
+    from ifcnn_jax.metrics._conventions import SUITES  # noqa: PLC0415 - lazy: imports JAX
+
+    return f"metric convention: {convention} ({SUITES[convention]})"
 
 
 def _short_name(group: ImageGroup) -> str:

@@ -391,31 +391,31 @@ def _paper_table() -> dict[str, ConventionMetric]:
 _VIFB = {
     "EN": _P(
         _on_fused(entropy_floor_bins),
-        "metrics/metricsEntropy.m:57",
+        "metrics/metricsEntropy.m:44",
         "gray level floor(v), not round(v) (same on integers)",
     ),
-    "SD": _P(None, "metrics/metricsVariance.m:50"),
-    "SF": _P(None, "metrics/metricsSpatial_frequency.m:13-31"),
-    "AG": _P(None, "metrics/metricsAvg_gradient.m:17-25"),
-    "EI": _P(None, "metrics/metricsEdge_intensity.m:9-26"),
+    "SD": _P(None, "metrics/metricsVariance.m:41"),
+    "SF": _P(None, "metrics/metricsSpatial_frequency.m:21-31"),
+    "AG": _P(None, "metrics/metricsAvg_gradient.m:19"),
+    "EI": _P(None, "metrics/metricsEdge_intensity.m:17-27"),
     "MI": _P(
         vifb_mutual_information,
-        "metrics/metricsMutinf.m:62-94 (stretch), 104-112 (log)",
+        "metrics/metricsMutinf.m:66-79 (stretch), 96-111 (natural log)",
         "each image min-max stretched to 0..255; natural log (nats)",
     ),
-    "CE": _P(None, "metrics/metricsCross_entropy.m:72-92"),
+    "CE": _P(None, "metrics/metricsCross_entropy.m:75"),
     "PSNR": _P(
         vifb_psnr,
         "metrics/metricsPsnr.m:38-39, 53-54",
         "sqrt(SSE)/(HW) averaged over the sources in place of the MSE",
     ),
     "RMSE": _P(
-        vifb_rmse, "metrics/metricsRmse.m:40-44, 56-57", "mean_k sqrt(SSE_k)/(HW): the RMSE / sqrt(HW)"
+        vifb_rmse, "metrics/metricsRmse.m:40-41, 56-57", "mean_k sqrt(SSE_k)/(HW): the RMSE / sqrt(HW)"
     ),
-    "SSIM_sum": _P(None, "metrics/metricsSsim.m:38-41, 56-86"),
+    "SSIM_sum": _P(None, "metrics/metricsSsim.m:36, 84-88"),
     "Qabf": _P(
         vifb_qabf,
-        "metrics/metricsQabf.m:56-58 (x255), 101-107 (ties)",
+        "metrics/metricsQabf.m:56-58 (x255), 103 (ties)",
         "G = g_F where g_k == g_F, with strengths on a 0-65025 scale",
     ),
     "Qcb": _P(None, "metrics/metricsQcb.m"),
@@ -440,10 +440,10 @@ _TANG = {
     ),
     "SD": _P(None, "Evaluation/SD_evaluation.m:2-4"),
     "VIF": _P(None, "Evaluation/analysis_Reference.m:30 (vifp_mscale.m, summed)"),
-    "AG": _P(None, "Evaluation/AG_evaluation.m:9-17"),
+    "AG": _P(None, "Evaluation/AG_evaluation.m:13-15"),
     "CC": _P(None, "Evaluation/CC_evaluation.m:2-4 (mean(A) in rBF does not change the value)"),
     "SCD": _P(None, "Evaluation/analysis_SCD.m:11"),
-    "Qabf": _P(qabf_matlab_ties, "Evaluation/analysis_Qabf.m:63-69", "G = g_F where g_k == g_F (0-255)"),
+    "Qabf": _P(qabf_matlab_ties, "Evaluation/analysis_Qabf.m:65", "G = g_F where g_k == g_F (0-255)"),
     "MEF_SSIM": _P(None, "Evaluation/analysis_Reference.m:76 (analysis_ms_ssim.m, reported as MS_SSIM)"),
     "FMI_dct": _P(
         tang_fmi_dct,
@@ -477,8 +477,10 @@ _CDDFUSE = {
     "CC": _P(None, "utils/Evaluator.py:74-80"),
     "PSNR": _P(psnr_peak_max_fused, "utils/Evaluator.py:83-85", "peak max(F), not 255"),
     "SCD": _P(None, "utils/Evaluator.py:88-96"),
-    "VIF": _P(vif_nan_as_one, "utils/Evaluator.py:99-164 (VIFF: VIFp summed)", "a NaN VIFp counts as 1"),
-    "Qabf": _P(qabf_matlab_ties, "utils/Evaluator.py:205-207", "G = g_F where g_k == g_F (0-255)"),
+    "VIF": _P(
+        vif_nan_as_one, "utils/Evaluator.py:99-101, 161-164 (VIFF: VIFp summed)", "a NaN VIFp counts as 1"
+    ),
+    "Qabf": _P(qabf_matlab_ties, "utils/Evaluator.py:206", "G = g_F where g_k == g_F (0-255)"),
     "SSIM_sum": _P(
         cddfuse_ssim_sum,
         "utils/Evaluator.py:215-217 (skimage structural_similarity defaults)",
