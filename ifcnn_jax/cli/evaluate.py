@@ -24,7 +24,9 @@ It prints a table per collection (one row per group, then mean +/- sample standa
 deviation) and writes to ``--out``: ``metrics.csv`` (one row per group),
 ``summary.csv`` (mean and std per collection), ``metrics.md`` (the tables), and
 ``figure_<collection>.png`` (sources and fused result side by side, one row per group).
-Colour images are scored on their luminance (BT.601). All files are written atomically;
+``--convention vifb|tang|liu|cddfuse`` computes the metrics as that public suite's code
+does (docs/metrics.md, "Conventions of the public suites"); the default, ``paper``, is
+this package's definitions. Colour images are scored on their luminance (BT.601). All files are written atomically;
 none overwrites a source image. A missing or mismatched file gives a one-line error and
 exit status 2.
 """

@@ -15,7 +15,7 @@ whose code computes the project's definition keeps it; one whose code differs (u
 windows, normalisers, bugs) gets a function that computes what that code computes, with
 the file and line it comes from. A metric the suite does not have, or whose code is not
 reproduced here, is refused by ``evaluate`` (:data:`NOT_REPRODUCED` says why where it
-is not simply absent from the suite). ``docs/metrics.md`` ("Conventions") has the tables.
+is not simply absent from the suite). ``docs/metrics.md`` ("Conventions of the public suites") has the tables.
 
 The conventions (scales, shapes, windows) of the inputs are those of
 ``ifcnn_jax.metrics``: gray images on 0-255, sources stacked ``(N, H, W)``. The suites
