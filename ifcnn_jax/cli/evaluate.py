@@ -27,8 +27,8 @@ deviation) and writes to ``--out``: ``metrics.csv`` (one row per group),
 ``--convention vifb|tang|liu|cddfuse`` computes the metrics as that public suite's code
 does (docs/metrics.md, "Conventions of the public suites"); the default, ``paper``, is
 this package's definitions. Colour images are scored on their luminance (BT.601). All
-files are written atomically; none overwrites a source image. A missing or mismatched file gives a one-line error and
-exit status 2.
+files are written atomically; none overwrites a source image. A missing or mismatched
+file gives a one-line error and exit status 2.
 """
 
 from __future__ import annotations
