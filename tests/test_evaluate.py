@@ -371,6 +371,10 @@ def test_compares_several_methods_with_ranks(scored_set, tmp_path, capsys):
     report = (out / "metrics.md").read_text()
     assert "| method | PSNR ↑ | MSE ↓ | SSIM_mean ↑ | Qabf ↑ | EN ↑ | mean rank |" in report
     assert "## truth" in report
+    # the report warns that the metrics against each source favour the average
+    (note,) = [line for line in report.splitlines() if "favour blur" in line]
+    assert note.startswith("- PSNR, MSE, SSIM_mean compare F with each source")
+    assert "plain average of the sources" in note and "ranks first on PSNR" in note
     assert (out / "figure_set.png").is_file()
 
 

@@ -406,6 +406,20 @@ def method_folders(specs: Sequence[str]) -> list[tuple[str, str]]:
     return methods
 
 
+# Metrics that score F against each source separately: the plain average of the sources,
+# which stays close to all of them at once, does well on them however blurred it is.
+_AGAINST_EACH_SOURCE = (
+    "SSIM_mean",
+    "SSIM_sum",
+    "MS_SSIM_mean",
+    "MS_SSIM_sum",
+    "CC",
+    "PSNR",
+    "MSE",
+    "RMSE",
+)
+
+
 def run_comparison(
     args: argparse.Namespace, image_set: ImageSet, out_dir: Path, names: list[str], start: float
 ) -> int:
@@ -472,6 +486,15 @@ def run_comparison(
         "ranks: 1 is best, by each metric's direction (↑ higher, ↓ lower is better); ties share a rank",
         _convention_note(args.convention),
     ]
+    blur_rewarding = [n for n in names if n in _AGAINST_EACH_SOURCE]
+    if blur_rewarding:
+        notes.append(
+            f"{', '.join(blur_rewarding)} compare F with each source: they favour blur. The plain "
+            "average of the sources minimises sum_k ||S_k - F||^2, so it ranks first on PSNR, MSE "
+            "and RMSE (paper definitions) and usually on SSIM, whatever detail it loses; rank on "
+            "edge and information metrics (Qabf, Qcb, VIF, EI, Qw/Qe) beside them "
+            "(docs/metrics.md, Metrics that favour blur)"
+        )
     if image_set.skipped:
         notes.append("skipped (no group): " + ", ".join(p.name for p in image_set.skipped))
     if not args.quiet:
