@@ -327,6 +327,38 @@ class TestLiu:
         assert math.isnan(got)
         assert not math.isnan(metrics.evaluate(sources, fused, names=["Qy"])["Qy"])
 
+    @staticmethod
+    def _one_pass_flat_variance(c: float) -> float:
+        """metricYang.m's filter2(w, c.*c) - filter2(w, c).^2 on a flat window, written out:
+        the normalised 7x7 Gaussian (sums in order), accumulated tap by tap in float64."""
+        x = np.arange(7.0) - 3
+        w = np.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * 1.5**2)).ravel()
+        for _ in range(2):
+            total = 0.0
+            for t in w:
+                total += t
+            w = w / total
+        mean = second = 0.0
+        for t in w:
+            mean += t * c
+            second += t * c * c
+        return second - mean * mean
+
+    @pytest.mark.parametrize("level", [0, 3, 8, 200])
+    def test_qy_is_nan_where_flat_windows_have_zero_one_pass_variance(self, level):
+        sources, fused = _group(15)
+        sources = sources.copy()
+        sources[:, 5:12, 9:16] = level  # one 7x7 window flat (and equal) in both
+        got = metrics.evaluate(sources, fused, names=["Qy"], convention="liu")["Qy"]
+        residual = self._one_pass_flat_variance(float(level))
+        assert math.isnan(got) == (residual + residual == 0), (level, residual)
+        if not math.isnan(got):
+            assert got == metrics.evaluate(sources, fused, names=["Qy"])["Qy"]
+
+    def test_the_zero_residual_levels_include_zero_and_exclude_others(self):
+        assert self._one_pass_flat_variance(0.0) == 0.0
+        assert self._one_pass_flat_variance(3.0) != 0.0  # most levels leave a residual
+
     def test_qy_without_such_windows_is_the_default(self):
         sources, fused = _group(12)
         sources[0, 5:12, 9:16] = 0  # zero in one source only: no 0/0

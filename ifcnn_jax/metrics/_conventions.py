@@ -32,11 +32,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from ifcnn_jax.metrics._common import (
     GRAY_LEVELS,
     PEAK,
+    QY_SIGMA,
     QY_WINDOW,
     VIF_MIN_SIZE,
     _as_group,
@@ -283,25 +283,68 @@ def tang_fmi_dct(sources: jax.Array, fused: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------------------- Liu
 
 
-@jax.jit
-def liu_qy(sources: jax.Array, fused: jax.Array) -> jax.Array:
-    """Liu's ``metricYang.m``: Qy, but NaN where the weight ``s_A^2 / (s_A^2 + s_B^2)`` is 0/0.
+def _sequential_sum(terms: list[float]) -> float:
+    total = 0.0
+    for term in terms:
+        total += term
+    return total
 
-    Its one-pass variances are exactly 0 where both sources are exactly zero over a
-    whole 7x7 window (the zero backgrounds of medical scans), and ``NaN .* 0`` stays NaN
-    in the mean. Flat non-zero windows give rounding noise there, which is not imitated
-    (the default's exact variances are used)."""
-    sources, fused = _as_group(sources, fused, exactly=2, min_size=QY_WINDOW)
-    value = qy(sources, fused)
 
-    def both_zero_somewhere(srcs, fus):
-        nonzero = jnp.any(srcs != 0, axis=0).astype(jnp.float32)
-        # a window sum of |nonzero| that is 0 means both sources vanish on that window
-        counts = lax.reduce_window(nonzero, 0.0, lax.add, (QY_WINDOW, QY_WINDOW), (1, 1), "VALID")
-        return jnp.any(counts == 0)
+def _metric_yang_window() -> np.ndarray:
+    """``metricYang.m``'s ``fspecial('gaussian', 7, 1.5)`` divided by ``sum(sum(w))``, in
+    float64 with the sums taken in order, as Octave does (the order decides whether a
+    flat window's one-pass variance is exactly 0)."""
+    offsets = np.arange(QY_WINDOW, dtype=np.float64) - (QY_WINDOW - 1) / 2
+    taps = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * QY_SIGMA**2))
+    for _ in range(2):  # fspecial normalises, then metricYang.m line 57 again
+        taps = taps / _sequential_sum(taps.ravel(order="F").tolist())
+    return taps.ravel(order="F")
 
-    flagged = _map_groups(both_zero_somewhere, sources, fused)
-    return jnp.where(flagged, jnp.nan, value)
+
+_YANG_TAPS = _metric_yang_window()
+
+
+def _one_pass_flat_variance(values: np.ndarray) -> np.ndarray:
+    """``filter2(w, c.*c) - filter2(w, c).^2`` of 7x7 windows of the constant ``c``, float64,
+    accumulated tap by tap: the rounding residual that ``metricYang.m`` (lines 60-66)
+    takes for the variance of a flat window. With Octave 7.3 this is exactly 0 for 35 of
+    the 256 gray levels (0, 1, 2, 4, 5, 8, ...) and matches it for all 256."""
+    values = values.astype(np.float64)
+    mean = np.zeros_like(values)
+    second = np.zeros_like(values)
+    for tap in _YANG_TAPS:
+        mean = mean + tap * values
+        second = second + tap * (values * values)
+    return second - mean * mean
+
+
+def liu_qy(sources: jax.Array, fused: jax.Array) -> float:
+    """Liu's ``metricYang.m``: Qy, but NaN where its weight ``s_A^2 / (s_A^2 + s_B^2)`` is 0/0.
+
+    ``metricYang.m`` takes one-pass variances (lines 65-66). Where both sources are flat on
+    a 7x7 window those are rounding residuals, and where the two residuals sum to exactly
+    0 (both 0, e.g. zero backgrounds, or opposite) the weight is 0/0 (line 28); ``NaN .* 0``
+    stays NaN, so the mean (line 34) is NaN. That test is made here with the residuals
+    computed as Octave computes them (:func:`_one_pass_flat_variance`). Elsewhere the
+    value is the default's (exact variances): windows where all three images are flat
+    give rounding noise in the code, which is not imitated. Eager (NumPy for the test);
+    ``sources`` ``(2, H, W)``, ``fused`` ``(H, W)``, 0-255, sides >= 7.
+    """
+    value = float(qy(sources, fused))
+    flat_values = []
+    flat_masks = []
+    for source in np.asarray(sources, np.float64):
+        windows = np.lib.stride_tricks.sliding_window_view(source, (QY_WINDOW, QY_WINDOW))
+        flat_masks.append(windows.max(axis=(-2, -1)) == windows.min(axis=(-2, -1)))
+        flat_values.append(windows[..., 0, 0])
+    both_flat = flat_masks[0] & flat_masks[1]
+    if both_flat.any():
+        total = _one_pass_flat_variance(flat_values[0][both_flat]) + _one_pass_flat_variance(
+            flat_values[1][both_flat]
+        )
+        if np.any(total == 0):
+            return math.nan
+    return value
 
 
 @jax.jit
@@ -462,8 +505,8 @@ _LIU = {
     "Qcv": _P(None, "metricChen.m"),
     "Qy": _P(
         liu_qy,
-        "metricYang.m:28-34, 65-66",
-        "NaN where both sources are zero on a whole 7x7 window (0/0 weight)",
+        "metricYang.m:28-34, 60-66",
+        "NaN where both sources are flat on a 7x7 window with one-pass variances summing to 0",
     ),
 }
 
