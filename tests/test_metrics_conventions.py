@@ -197,13 +197,14 @@ class TestVIFB:
     """VIFB's metrics/*.m."""
 
     def test_psnr_and_rmse_use_root_sse_over_pixels(self):
-        a = np.zeros((4, 4), np.uint8)
-        b = np.zeros((4, 4), np.uint8)
-        fused = np.full((4, 4), 2, np.uint8)
-        # mse(a, f) in metricsPsnr.m: sqrt(16 * 2^2) / 16 = 0.5
+        a = np.zeros(SHAPE, np.uint8)
+        b = np.zeros(SHAPE, np.uint8)
+        fused = np.full(SHAPE, 2, np.uint8)
+        # mse(a, f) in metricsPsnr.m: sqrt(HW * 2^2) / (HW) = 2 / sqrt(HW)
+        root_sse = 2 / math.sqrt(SHAPE[0] * SHAPE[1])
         got = metrics.evaluate([a, b], fused, names=["PSNR", "RMSE"], convention="vifb")
-        assert got["RMSE"] == pytest.approx(0.5, rel=1e-6)
-        assert got["PSNR"] == pytest.approx(20 * math.log10(255 / math.sqrt(0.5)), rel=1e-6)
+        assert got["RMSE"] == pytest.approx(root_sse, rel=1e-6)
+        assert got["PSNR"] == pytest.approx(20 * math.log10(255 / math.sqrt(root_sse)), rel=1e-6)
         paper = metrics.evaluate([a, b], fused, names=["PSNR", "RMSE"])
         assert paper["RMSE"] == pytest.approx(2.0) and paper["PSNR"] == pytest.approx(
             20 * math.log10(255 / 2)
@@ -217,8 +218,8 @@ class TestVIFB:
         assert got == pytest.approx(2 * math.log(2), rel=1e-6)  # 1 bit = ln 2 nats per source
 
     def test_en_bins_by_floor(self):
-        fused = np.full((4, 4), 0.6, np.float32)
-        fused[:2] = 1.4  # floor: levels 0 and 1 (1 bit); rounding: level 1 only (0 bits)
+        fused = np.full(SHAPE, 0.6, np.float32)
+        fused[: SHAPE[0] // 2] = 1.4  # floor: levels 0 and 1 (1 bit); rounding: level 1 only (0 bits)
         sources = np.stack([fused, fused])
         assert metrics.evaluate(sources, fused, names=["EN"], convention="vifb")["EN"] == pytest.approx(1.0)
         assert metrics.evaluate(sources, fused, names=["EN"])["EN"] == pytest.approx(0.0, abs=1e-7)
@@ -303,14 +304,14 @@ class TestFmiQuirks:
         assert float(got) == pytest.approx(float(paper), abs=1e-5)
 
     def test_no_flat_windows_no_difference(self):
-        sources, fused = _group(9, (12, 14))
+        sources, fused = _group(9, (6, 7))
         got = metrics.feature_mutual_information(sources, fused, feature="pixel", fmi_m_quirks=True)
         assert float(got) == pytest.approx(
             float(metrics.feature_mutual_information(sources, fused)), abs=1e-6
         )
 
     def test_tang_fmi_dct_uses_them(self):
-        sources, fused = _group(10, (12, 14))
+        sources, fused = _group(10, (6, 7))
         got = metrics.evaluate(sources, fused, names=["FMI_dct"], convention="tang")["FMI_dct"]
         expected = metrics.feature_mutual_information(sources, fused, feature="dct", fmi_m_quirks=True)
         assert got == pytest.approx(float(expected), rel=1e-7)
