@@ -2,6 +2,7 @@
 (one line and 2 for user errors, 130 on Ctrl-C, no temporary files left)."""
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -64,6 +65,24 @@ def run_command(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 130  # not reached: _exit_now leaves the process
+
+
+# ------------------------------------------------------------ lazy imports
+
+
+class LazyModule:
+    """A stand-in for a module that imports it on first attribute access: the commands
+    bind heavy modules (the JAX metrics) at module level with it, so that ``--help`` and
+    early user errors return before JAX is imported."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}>"
 
 
 # ------------------------------------------------------------ compilation cache
