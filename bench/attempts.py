@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ifcnn_jax import inference
+from ifcnn_jax import inference, network
 from ifcnn_jax.tiling import HALO
 
 BF16 = jnp.bfloat16
@@ -65,14 +65,14 @@ def _row_taps_bf16(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 @contextlib.contextmanager
 def _replaced(**helpers):
-    saved = {name: getattr(inference, name) for name in helpers}
+    saved = {name: getattr(network, name) for name in helpers}
     try:
         for name, fn in helpers.items():
-            setattr(inference, name, fn)
+            setattr(network, name, fn)
         yield
     finally:
         for name, fn in saved.items():
-            setattr(inference, name, fn)
+            setattr(network, name, fn)
 
 
 def _attempt(helpers: dict, method: str = "matmul", block: tuple[int, int] | None = None) -> Callable:
@@ -84,10 +84,10 @@ def _attempt(helpers: dict, method: str = "matmul", block: tuple[int, int] | Non
 
     def make_for_model(model):
         params = inference.folded_params(model)
-        inner = inference._fuse_window.__wrapped__
+        inner = network._fuse_window.__wrapped__
 
         # A function object of its own: jit wrappers of one function share its traces,
-        # so jitting inference._fuse_window's function again would reuse the library's.
+        # so jitting network._fuse_window's function again would reuse the library's.
         def window_fn(params, window, origin, image_hw):
             return inner(
                 params,

@@ -7,7 +7,6 @@ call signature; every source runs through the same conv1/conv2 weights.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Literal
 
@@ -18,30 +17,23 @@ from flax import nnx
 
 from ifcnn_jax.conv_ops import conv_replicate
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.folded import BN_EPSILON, FEATURES, FUSE_RULES, read_params
 from ifcnn_jax.io.checkpoints import load_params
-from ifcnn_jax.io.model_files import released_name, released_weights
-from ifcnn_jax.io.state_dicts import params_from_release_file, rule_from_filename
-from ifcnn_jax.io.weight_files import load_npz, shipped_path
+from ifcnn_jax.io.state_dicts import params_from_release_file
+from ifcnn_jax.network import fuse_features
+
+__all__ = [
+    "BN_EPSILON",
+    "FEATURES",
+    "FUSE_RULES",
+    "IFCNN",
+    "fuse_features",
+    "load",
+    "model_from_params",
+    "new_ifcnn",
+]
 
 FuseRule = Literal["max", "sum", "mean"]
-FUSE_RULES: tuple[str, ...] = ("max", "sum", "mean")
-FEATURES = 64
-BN_EPSILON = 1e-5
-
-
-def fuse_features(features: jax.Array, rule: str, axis: int = 0) -> jax.Array:
-    """Combines per-source features elementwise over the source axis ``axis``."""
-    if rule == "max":
-        # Pairwise maxima, as the reference folds its sources: XLA on CPU runs and
-        # differentiates this faster than a max-reduction (bench/NOTES.md), and ties
-        # share the gradient as in PyTorch's torch.max(a, b).
-        sources = jnp.moveaxis(features, axis, 0)
-        return functools.reduce(jnp.maximum, [sources[i] for i in range(sources.shape[0])])
-    if rule == "sum":
-        return jnp.sum(features, axis=axis)
-    if rule == "mean":
-        return jnp.mean(features, axis=axis)
-    raise ValueError(f"unknown fuse rule {rule!r}; expected one of {FUSE_RULES}")
 
 
 class BatchNorm(nnx.Module):
@@ -194,31 +186,7 @@ def load(path: str, fuse_rule: FuseRule | None = None) -> IFCNN:
     Raises ``IFCNNError`` for a missing path, a checkpoint of another kind, or
     parameters of the wrong names or shapes.
     """
-    if not os.path.exists(path) and shipped_path(str(path)) is not None:
-        path = str(shipped_path(str(path)))
-    elif not os.path.exists(path) and released_name(str(path)):
-        path = str(released_weights(str(path)))
-
-    if str(path).lower().endswith(".npz") and not os.path.isdir(path):
-        params, metadata = load_npz(path)
-        if metadata.get("kind") != "ifcnn":
-            raise IFCNNError(f"{path}: weights of kind {metadata.get('kind')!r}, not an IFCNN model")
-        rule = fuse_rule or metadata.get("fuse_rule")
-    elif str(path).lower().endswith((".pth", ".pt")) and not os.path.isdir(path):
-        params = params_from_release_file(path)
-        rule = fuse_rule or rule_from_filename(path)
-        if rule is None:
-            raise IFCNNError(
-                f"{path}: cannot tell the fusion rule from the file name; pass fuse_rule='max'|'sum'|'mean'"
-            )
-    else:
-        params, metadata = load_params(path)
-        kind = metadata.get("kind")
-        if kind != "ifcnn":
-            raise IFCNNError(f"{path}: checkpoint kind is {kind!r}, not an IFCNN model")
-        rule = fuse_rule or metadata.get("fuse_rule")
-    if rule not in FUSE_RULES:
-        raise IFCNNError(f"{path}: fuse rule {rule!r} is not one of {FUSE_RULES}")
+    params, rule = read_params(path, fuse_rule)
     try:
         return model_from_params(params, rule)
     except ValueError as exc:

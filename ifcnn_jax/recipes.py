@@ -21,6 +21,7 @@ gray result. 16-bit sources are scaled by 1/65535 and, on the gray paths, give a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -30,14 +31,16 @@ from ifcnn_jax.align import ALIGNABLE_TASKS, METHODS, Alignment
 from ifcnn_jax.align import align as register
 from ifcnn_jax.decision_map import DecisionMapSettings, fuse_by_decision_map
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.inference import forward
+from ifcnn_jax.folded import FoldedIFCNN
+from ifcnn_jax.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from ifcnn_jax.io.images import to_8bit
-from ifcnn_jax.model import IFCNN
-from ifcnn_jax.resnet import IMAGENET_MEAN, IMAGENET_STD
 from ifcnn_jax.tasks import TASKS
 
+if TYPE_CHECKING:
+    from ifcnn_jax.model import IFCNN
+
 # The network's input normalisations as float32 arrays: colour multi-focus sources take
-# ImageNet's (the constants live in ifcnn_jax.resnet), gray and luminance inputs none.
+# ImageNet's (ifcnn_jax.imagenet), gray and luminance inputs none.
 _IMAGENET_MEAN = np.array(IMAGENET_MEAN, np.float32)
 _IMAGENET_STD = np.array(IMAGENET_STD, np.float32)
 _IDENTITY_MEAN = np.zeros(3, np.float32)
@@ -47,7 +50,7 @@ CLAHE_TILES = (8, 8)
 
 
 def fuse(
-    model: IFCNN,
+    model: IFCNN | FoldedIFCNN,
     images: Sequence[np.ndarray],
     task: str = "multifocus",
     *,
@@ -62,7 +65,8 @@ def fuse(
     """Fuses two or more source images with a task recipe.
 
     Args:
-      model: an inference-mode IFCNN (``ifcnn_jax.load``). The demo uses the MAX model
+      model: an inference-mode IFCNN (``ifcnn_jax.load``), or the same as a
+        ``FoldedIFCNN`` (``ifcnn_jax.folded.load_folded``, no Flax). The demo uses the MAX model
         for multifocus, infrared and medical, and the MEAN model for exposure.
       images: ``(H, W)`` gray or ``(H, W, 3)`` RGB arrays of one size; ``uint8``
         (0-255), ``uint16`` (0-65535) or float (0-1). A fourth (alpha) channel is
@@ -107,7 +111,7 @@ def fuse(
 
 
 def fuse_with_alignment(
-    model: IFCNN,
+    model: IFCNN | FoldedIFCNN,
     images: Sequence[np.ndarray],
     task: str = "multifocus",
     *,
@@ -211,7 +215,7 @@ def _output_kind(images: list[np.ndarray]) -> str:
 
 
 def _run_network(
-    model: IFCNN,
+    model: IFCNN | FoldedIFCNN,
     images: list[np.ndarray],
     mean: np.ndarray,
     std: np.ndarray,
@@ -233,12 +237,27 @@ def _run_network(
         stacked[i, 0] = unit if unit.ndim == 3 else unit[:, :, None]
     stacked -= mean
     stacked /= std
-    fused = forward(model, stacked, tile=tile, progress=progress)
+    fused = _forward(model, stacked, tile, progress)
     del stacked
     out = np.asarray(fused)[0] * std  # a view of the device buffer on CPU, then one copy
     del fused
     out += mean
     return np.clip(out, 0, 1, out=out)
+
+
+def _forward(model, stacked: np.ndarray, tile, progress):
+    """The network on the stacked sources: a ``FoldedIFCNN``'s untiled fusion by the
+    compiled program of ``ifcnn_jax.aot`` when its cache is on, else (and whenever that
+    cannot serve it) :func:`ifcnn_jax.inference.forward`."""
+    if isinstance(model, FoldedIFCNN):
+        from ifcnn_jax import aot  # noqa: PLC0415 - lazy: only folded models use it
+
+        fused = aot.forward(model, stacked, tile=tile)
+        if fused is not None:
+            return fused
+    from ifcnn_jax.inference import forward  # noqa: PLC0415 - lazy: imports JAX
+
+    return forward(model, stacked, tile=tile, progress=progress)
 
 
 def _quantise(unit: np.ndarray, kind: str) -> np.ndarray:
@@ -275,7 +294,7 @@ def _multifocus(model, images, names, task, tile, progress):
 
 
 def fuse_with_focus_map(
-    model: IFCNN,
+    model: IFCNN | FoldedIFCNN,
     images: Sequence[np.ndarray],
     *,
     tile: int | None = None,
@@ -357,7 +376,7 @@ def _exposure(model, images, names, task, tile, progress):
 
 
 def exposure_network(
-    model: IFCNN,
+    model: IFCNN | FoldedIFCNN,
     lumas: Sequence[np.ndarray],
     *,
     tile: int | None = None,

@@ -34,10 +34,8 @@ from flax import nnx
 
 from ifcnn_jax import param_trees
 from ifcnn_jax.errors import IFCNNError
+from ifcnn_jax.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
 from ifcnn_jax.io.checkpoints import load_params
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # Feature taps in network order; each is the output of the stage of the same name.
 TAPS: tuple[str, ...] = ("conv1", "relu", "layer1", "layer2", "layer3", "layer4")

@@ -35,8 +35,7 @@ import numpy as np
 
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.io.tiff_stream import NotStreamable, TiffRegions, is_tiff_path, stream_support, write_tiff
-from ifcnn_jax.preflight import fusion_bytes
-from ifcnn_jax.tiling import HALO
+from ifcnn_jax.preflight import HALO, fusion_bytes  # preflight's HALO: tiling's imports JAX
 
 STREAMED_TASKS = ("multifocus", "infrared", "medical")
 

@@ -249,7 +249,9 @@ def test_tile_progress_counts_every_tile_and_keeps_the_result(released_models, r
     np.testing.assert_array_equal(tiled, ifcnn_jax.fuse(model, images, "multifocus", tile=64))
 
 
-@pytest.mark.parametrize("module", ["ifcnn_jax.cli.fuse", "ifcnn_jax.cli.synth"])
+@pytest.mark.parametrize(
+    "module", ["ifcnn_jax.cli.fuse", "ifcnn_jax.cli.synth", "ifcnn_jax.cli.evaluate", "ifcnn_jax.cli.report"]
+)
 def test_command_modules_do_not_import_jax(module):
     # --help and the early checks run before JAX is imported (it takes about a second);
     # the fusion path imports it when it needs it.

@@ -2,6 +2,7 @@
 (one line and 2 for user errors, 130 on Ctrl-C, no temporary files left)."""
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -66,6 +67,24 @@ def run_command(
     return 130  # not reached: _exit_now leaves the process
 
 
+# ------------------------------------------------------------ lazy imports
+
+
+class LazyModule:
+    """A stand-in for a module that imports it on first attribute access: the commands
+    bind heavy modules (the JAX metrics) at module level with it, so that ``--help`` and
+    early user errors return before JAX is imported."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}>"
+
+
 # ------------------------------------------------------------ compilation cache
 
 COMPILATION_CACHE_ENV = "IFCNN_COMPILATION_CACHE"
@@ -87,7 +106,12 @@ def enable_compilation_cache(setting: str | None = None) -> Path | None:
     ``$IFCNN_COMPILATION_CACHE``, else in ``user_cache_dir() / "jax"``; ``off`` (or
     ``0``, ``none``) disables it. Returns the folder used, or None. A folder that cannot
     be created or written gives a one-line warning and no cache, never an error.
-    Imports JAX: call it only on the paths of a command that need JAX."""
+
+    Does not import JAX: if JAX is imported already it is configured at once, else
+    through its environment variables (``JAX_COMPILATION_CACHE_DIR``...), which it
+    reads when it is imported, later in this process, if ever (a fusion served by
+    ``ifcnn_jax.aot``'s cache needs no JAX).
+    """
     chosen = setting if setting is not None else os.environ.get(COMPILATION_CACHE_ENV)
     if chosen is not None and chosen.strip().lower() in ("off", "0", "none", "false", ""):
         return None
@@ -104,12 +128,18 @@ def enable_compilation_cache(setting: str | None = None) -> Path | None:
             file=sys.stderr,
         )
         return None
-    import jax  # noqa: PLC0415 - lazy: the commands' --help and errors must not wait for JAX
-
-    jax.config.update("jax_compilation_cache_dir", str(folder))
     # Cache every program: the fusion programs compile in well under JAX's 1 s default.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    settings = {
+        "jax_compilation_cache_dir": str(folder),
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    jax = sys.modules.get("jax")
+    for name, value in settings.items():
+        if jax is not None:
+            jax.config.update(name, value)
+        else:
+            os.environ[name.upper()] = str(value)
     return folder
 
 

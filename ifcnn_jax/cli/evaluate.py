@@ -45,8 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ifcnn_jax import metrics
-from ifcnn_jax.cli.common import add_compilation_cache_argument, enable_compilation_cache, run_command
+from ifcnn_jax.cli.common import (
+    LazyModule,
+    add_compilation_cache_argument,
+    enable_compilation_cache,
+    run_command,
+)
 from ifcnn_jax.cli.report import (
     comparison_markdown,
     comparison_rows,
@@ -68,6 +72,9 @@ from ifcnn_jax.io.testsets import (
     find_groups,
     fused_image_path,
 )
+
+# Imported on first use: the metrics import JAX, which --help must not wait for.
+metrics = LazyModule("ifcnn_jax.metrics")
 
 
 def build_parser() -> argparse.ArgumentParser:

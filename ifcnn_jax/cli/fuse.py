@@ -39,7 +39,9 @@ stay in memory.
 Everything that can be checked before the work is: the output, the model file, the
 sources' headers (sizes, read without decoding) and the memory a fusion needs.
 Compiled programs are kept in a persistent cache (``--compilation-cache``), so
-repeated runs skip compiling. User errors (unreadable files, size mismatches, a failed
+repeated runs skip compiling; an untiled fusion's program is also kept there as a
+serialized executable (``ifcnn-aot/``, :mod:`ifcnn_jax.aot`), so that a repeated run
+neither traces nor imports JAX. User errors (unreadable files, size mismatches, a failed
 registration, ...) print one line and exit with 2; in batch mode a bad group is
 reported and skipped, and the exit status is 1.
 """
@@ -317,11 +319,14 @@ def tile_progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
 
 
 def _load_model(model_arg: str | None, task: str, args):
-    from ifcnn_jax.model import load  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
+    """The model as folded arrays (no Flax), with the compiled programs of
+    ``ifcnn_jax.aot`` kept beside JAX's compilation cache (off with it)."""
+    from ifcnn_jax import aot  # noqa: PLC0415 - lazy: only this path of the command needs it
+    from ifcnn_jax.folded import load_folded  # noqa: PLC0415 - lazy: only this path of the command needs it
 
     path = resolve_model_dir(model_arg, task, quiet=args.quiet)
-    enable_compilation_cache(args.compilation_cache)
-    return load(str(path))
+    aot.set_cache_dir(enable_compilation_cache(args.compilation_cache))
+    return load_folded(str(path))
 
 
 def _run_single(args) -> int:

@@ -10,7 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ifcnn_jax import metrics
+from ifcnn_jax.cli.common import LazyModule
+
+# Imported on first use: the metrics import JAX, which ifcnn-eval --help must not wait for.
+metrics = LazyModule("ifcnn_jax.metrics")
 
 
 def format_value(value: float) -> str:

@@ -101,7 +101,8 @@ def released_weights(name: str, *, quiet: bool = False) -> Path:
 def default_model(task: str) -> str:
     """The model a task uses when none is named: the demo's released model (MAX, or
     MEAN for exposure). This project's shipped ``ifcnn-jax-mf`` is not the default: it
-    still scores below IFCNN-MAX (docs/models.md)."""
+    ties with IFCNN-MAX on held-out ground truth but scores below it on the Lytro pairs
+    (docs/models.md)."""
     return f"IFCNN-{DEFAULT_RULE[task].upper()}"
 
 
