@@ -270,7 +270,7 @@ def _cpu_only() -> bool:
     platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
     if platforms:
         return platforms.split(",")[0] == "cpu"
-    plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin", "jax_rocm60_plugin", "libtpu")
+    plugins = ("jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin", "libtpu")
     return all(importlib.util.find_spec(name) is None for name in plugins)
 
 
