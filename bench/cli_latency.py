@@ -16,6 +16,10 @@ Each repetition runs, interleaved so that load from other processes hits all ali
   same calls with that checkout's ``ifcnn_jax`` (``PYTHONPATH=DIR``), so that a change
   is measured side by side with what it replaces.
 
+The commands run as from an installed package: with their bytecode cached
+(``PYTHONDONTWRITEBYTECODE`` is dropped; the bytecode goes to a temporary
+``PYTHONPYCACHEPREFIX``), after one untimed round of every command.
+
 It prints medians of the wall time and of the CPU time (user + sys of the child
 process), the ratios to the PyTorch script (the issue's targets: repeat <= 0.5, first
 <= 1.5, help < 0.5 s) and the load average before and after. Pin it to one core
@@ -75,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="another checkout of this repository whose ifcnn-fuse is timed beside this one",
     )
+    parser.add_argument(
+        "--baseline-label",
+        metavar="TEXT",
+        help="what --baseline is, for the report (default: its folder's name; no machine paths)",
+    )
     args = parser.parse_args(argv)
     release = release_dir()
     pair = [str(release / "datasets" / "CMFDataset" / f"lytro-01-{s}.jpg") for s in "AB"]
@@ -83,17 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     fuse = [sys.executable, "-m", "ifcnn_jax.cli.fuse", "--task", "multifocus", "--model", weights, *pair]
     help_cmd = [sys.executable, "-m", "ifcnn_jax.cli.fuse", "--help"]
     eval_help = [sys.executable, "-m", "ifcnn_jax.cli.evaluate", "--help"]
-    ours = _with_path(dict(os.environ), REPO)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    clean["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    ours = _with_path(clean, REPO)
     variants = {"": (ours, REPO)}
     if args.baseline:
         base = Path(args.baseline).resolve()
-        variants["base_"] = (_with_path(dict(os.environ), base), base)
+        variants["base_"] = (_with_path(clean, base), base)
     warm = {}
     for prefix, (env, code) in variants.items():
         warm[prefix] = dict(env, IFCNN_COMPILATION_CACHE=str(work / f"{prefix}warm-cache"))
-        timed(
-            [*fuse, "-o", str(work / f"{prefix}warm.png"), "-q"], warm[prefix], code
-        )  # fills the warm cache
+        # Fills the warm cache.
+        timed([*fuse, "-o", str(work / f"{prefix}warm.png"), "-q"], warm[prefix], code)
     keys = ["torch", "first", "repeat", "help", "eval_help"]
     if args.baseline:
         keys += ["base_first", "base_repeat", "base_help"]
@@ -106,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         cpu[key].append(c)
 
     load_before = os.getloadavg()
-    for rep in range(args.reps):
-        for prefix, env in variants.items():
+    for rep in range(-1, args.reps):  # round -1: untimed, fills the bytecode cache
+        for prefix, (env, code) in variants.items():
             cold = dict(env, IFCNN_COMPILATION_CACHE=str(work / f"{prefix}cold-{rep}"))
-            record(f"{prefix}first", [*fuse, "-o", str(work / f"{prefix}first{rep}.png"), "-q"], cold)
-            record(
-                f"{prefix}repeat", [*fuse, "-o", str(work / f"{prefix}repeat{rep}.png"), "-q"], warm[prefix]
-            )
-            record(f"{prefix}help", help_cmd, env)
+            first_cmd = [*fuse, "-o", str(work / f"{prefix}first{rep}.png"), "-q"]
+            record(f"{prefix}first", first_cmd, cold, code)
+            repeat_cmd = [*fuse, "-o", str(work / f"{prefix}repeat{rep}.png"), "-q"]
+            record(f"{prefix}repeat", repeat_cmd, warm[prefix], code)
+            record(f"{prefix}help", help_cmd, env, code)
         record(
             "torch",
             [sys.executable, "bench/torch_fuse.py", weights, *pair, str(work / f"torch{rep}.png")],
@@ -122,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         record("eval_help", eval_help, ours)
     outputs = {p.name: p.read_bytes() for p in work.glob("*.png") if not p.name.startswith("torch")}
     identical = len(set(outputs.values())) == 1
+    for series in (*wall.values(), *cpu.values()):
+        del series[0]  # round -1
     medians = {k: statistics.median(v) for k, v in wall.items()}
     cpu_medians = {k: statistics.median(v) for k, v in cpu.items()}
     ratio_keys = [k for k in keys if k.endswith(("first", "repeat"))]
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": os.getloadavg(),
         "times_s": wall,
         "cpu_s": cpu,
-        "baseline": str(args.baseline) if args.baseline else None,
+        "baseline": (args.baseline_label or Path(args.baseline).name) if args.baseline else None,
         "ifcnn_outputs_identical": identical,
     }
     print(f"cli_latency, {args.reps} interleaved repetitions, medians (wall / CPU seconds):")
