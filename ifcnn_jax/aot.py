@@ -9,7 +9,8 @@ same key loads that file and runs it. The weights are arguments of the program, 
 constants in it, so one file serves every model of a fusion rule.
 
 Nothing read from the cache is trusted blindly. The key is the SHA-256 of everything
-the compiled code depends on: the program's source (``network.py``), the versions of
+the compiled code depends on: the program's source (``network.py``, ``tiling.py`` and this
+module), the versions of
 jax and jaxlib, the CPU (model and instruction-set flags), ``XLA_FLAGS``, the window
 shape and dtype, the fusion rule, the method and block settings. A file records that
 key in full and the SHA-256 of the executable; it is used only when both match, and
@@ -97,7 +98,7 @@ def _cpu() -> str:
                     break  # the first processor's block is enough
     except OSError:
         pass
-    text = json.dumps([platform.machine(), platform.processor(), sorted(fields.items())])
+    text = json.dumps([platform.machine(), sorted(fields.items())])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -105,7 +106,7 @@ def program_key(window_shape: tuple[int, ...], rule: str) -> dict:
     """Everything the compiled program depends on (see the module docstring)."""
     return {
         "format": FORMAT,
-        "program": _file_digest("ifcnn_jax.network"),
+        "program": [_file_digest(f"ifcnn_jax.{name}") for name in ("network", "tiling", "aot")],
         "jax": _version("jax"),
         "jaxlib": _version("jaxlib"),
         "platform": "cpu",
@@ -217,6 +218,7 @@ class _JaxlibRuntime:
     def run(self, loaded, args: list[np.ndarray], out_shape: tuple[int, ...]) -> np.ndarray:
         put = self._jax.batched_device_put
         zero_copy = self._jax.HostBufferSemantics.ZERO_COPY
+        args = [np.ascontiguousarray(a) for a in args]
         buffers = [
             put(_Aval(a.shape, a.dtype), self.sharding, [a], [self.device], True, False, zero_copy, False)
             for a in args
@@ -311,6 +313,11 @@ def servable(model, sources: np.ndarray, tile) -> bool:
     if cache_dir() is None or not isinstance(model, FoldedIFCNN) or not isinstance(sources, np.ndarray):
         return False
     if sources.ndim != 5 or sources.shape[0] < 2 or sources.shape[-1] != 3 or sources.dtype != np.float32:
+        return False
+    if any(
+        model.weights[name].shape != _WEIGHT_SHAPES[name] or model.weights[name].dtype != np.float32
+        for name in WEIGHT_NAMES
+    ):
         return False
     if tile is None:
         untiled = sources.shape[2] * sources.shape[3] <= AUTO_TILE_PIXELS
