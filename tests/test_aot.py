@@ -187,3 +187,28 @@ def test_key_covers_program_sources_versions_cpu_and_shapes(monkeypatch):
     assert aot.program_key((2, 1, 30, 40, 3), "mean") != key
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
     assert aot.program_key((2, 1, 30, 40, 3), "max") != key
+
+
+def test_repeated_batch_of_two_sizes_runs_without_jax(release_dir, tmp_path):
+    import cv2  # noqa: PLC0415 - only this test writes images
+
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for name, size in (("small", (24, 30)), ("large", (40, 36))):
+        for side in "AB":
+            cv2.imwrite(str(folder / f"{name}-{side}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    env = dict(os.environ, IFCNN_COMPILATION_CACHE=str(tmp_path / "cache"))
+    model = str(release_dir / "snapshots" / "IFCNN-MAX.pth")
+
+    def batch(out):
+        args = ["--task", "multifocus", "--model", model, "--batch", str(folder), "-o", str(out), "-q"]
+        return _run_fuse(args, env)
+
+    assert batch(tmp_path / "first") == ["True", "False"]
+    assert len(_entries(tmp_path / "cache" / aot.AOT_DIR)) == 2
+    assert batch(tmp_path / "again") == ["False", "False"]
+    for name in ("small", "large"):
+        assert (tmp_path / "again" / f"{name}.png").read_bytes() == (
+            tmp_path / "first" / f"{name}.png"
+        ).read_bytes()
