@@ -9,16 +9,18 @@ same key loads that file and runs it. The weights are arguments of the program, 
 constants in it, so one file serves every model of a fusion rule.
 
 Nothing read from the cache is trusted blindly. The key is the SHA-256 of everything
-the compiled code depends on: the program's source (``network.py``, ``tiling.py`` and this
-module), the versions of
-jax and jaxlib, the CPU (model and instruction-set flags), ``XLA_FLAGS``, the window
-shape and dtype, the fusion rule, the method and block settings. A file records that
+the compiled code depends on: the program's source (``network.py``, ``tiling.py`` and
+this module), the versions of jax and jaxlib, the CPU (model and instruction-set flags),
+``XLA_FLAGS``, the window shape and dtype, the fusion rule, the method and block
+settings. A file records that
 key in full and the SHA-256 of the executable; it is used only when both match, and
 only its output of the expected shape and type is taken. Anything else (a missing,
 truncated, corrupted or foreign file, a failure to load or run it) falls back to
 compiling, silently; a failure there falls back to the normal path
 (:func:`ifcnn_jax.inference.forward`). With the cache off (``set_cache_dir(None)``,
-the default for the library) this module does nothing and writes nothing.
+the default for the library) this module does nothing and writes nothing. The checksum
+detects damage, not tampering: loading an executable runs its code, so the cache folder
+must be writable by its user only, as for JAX's own compilation cache.
 
 Served: a :class:`~ifcnn_jax.folded.FoldedIFCNN`, untiled fusions (``tile`` None below
 the automatic threshold, or 0), on the CPU. A cache hit imports ``jaxlib`` only: it
