@@ -9,15 +9,18 @@ same key loads that file and runs it. The weights are arguments of the program, 
 constants in it, so one file serves every model of a fusion rule.
 
 Nothing read from the cache is trusted blindly. The key is the SHA-256 of everything
-the compiled code depends on: the program's source (``network.py``), the versions of
-jax and jaxlib, the CPU (model and instruction-set flags), ``XLA_FLAGS``, the window
-shape and dtype, the fusion rule, the method and block settings. A file records that
+the compiled code depends on: the program's source (``network.py``, ``tiling.py`` and
+this module), the versions of jax and jaxlib, the CPU (model and instruction-set flags),
+``XLA_FLAGS``, the window shape and dtype, the fusion rule, the method and block
+settings. A file records that
 key in full and the SHA-256 of the executable; it is used only when both match, and
 only its output of the expected shape and type is taken. Anything else (a missing,
 truncated, corrupted or foreign file, a failure to load or run it) falls back to
 compiling, silently; a failure there falls back to the normal path
 (:func:`ifcnn_jax.inference.forward`). With the cache off (``set_cache_dir(None)``,
-the default for the library) this module does nothing and writes nothing.
+the default for the library) this module does nothing and writes nothing. The checksum
+detects damage, not tampering: loading an executable runs its code, so the cache folder
+must be writable by its user only, as for JAX's own compilation cache.
 
 Served: a :class:`~ifcnn_jax.folded.FoldedIFCNN`, untiled fusions (``tile`` None below
 the automatic threshold, or 0), on the CPU. A cache hit imports ``jaxlib`` only: it
@@ -77,10 +80,18 @@ def _file_digest(name: str) -> str:
     return digests[name]
 
 
-def _version(package: str) -> str:
-    from importlib.metadata import version  # noqa: PLC0415 - lazy: only the key needs it
+def _versions() -> dict:
+    """The versions of jax and jaxlib, without importing jax or scanning the installed
+    distributions (``importlib.metadata`` took 0.1 s): jaxlib's ``version`` module, and
+    the digest of jax's ``version.py`` read from its folder."""
+    from jaxlib.version import __version__ as jaxlib_version  # noqa: PLC0415 - lazy: only the key needs it
 
-    return version(package)
+    spec = importlib.util.find_spec("jax")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return {
+        "jax": hashlib.sha256((folder / "version.py").read_bytes()).hexdigest(),
+        "jaxlib": jaxlib_version,
+    }
 
 
 def _cpu() -> str:
@@ -97,7 +108,7 @@ def _cpu() -> str:
                     break  # the first processor's block is enough
     except OSError:
         pass
-    text = json.dumps([platform.machine(), platform.processor(), sorted(fields.items())])
+    text = json.dumps([platform.machine(), sorted(fields.items())])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -105,9 +116,8 @@ def program_key(window_shape: tuple[int, ...], rule: str) -> dict:
     """Everything the compiled program depends on (see the module docstring)."""
     return {
         "format": FORMAT,
-        "program": _file_digest("ifcnn_jax.network"),
-        "jax": _version("jax"),
-        "jaxlib": _version("jaxlib"),
+        "program": [_file_digest(f"ifcnn_jax.{name}") for name in ("network", "tiling", "aot")],
+        **_versions(),
         "platform": "cpu",
         "cpu": _cpu(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -217,6 +227,7 @@ class _JaxlibRuntime:
     def run(self, loaded, args: list[np.ndarray], out_shape: tuple[int, ...]) -> np.ndarray:
         put = self._jax.batched_device_put
         zero_copy = self._jax.HostBufferSemantics.ZERO_COPY
+        args = [np.ascontiguousarray(a) for a in args]
         buffers = [
             put(_Aval(a.shape, a.dtype), self.sharding, [a], [self.device], True, False, zero_copy, False)
             for a in args
@@ -270,7 +281,7 @@ def _cpu_only() -> bool:
     platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
     if platforms:
         return platforms.split(",")[0] == "cpu"
-    plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin", "jax_rocm60_plugin", "libtpu")
+    plugins = ("jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin", "libtpu")
     return all(importlib.util.find_spec(name) is None for name in plugins)
 
 
@@ -311,6 +322,11 @@ def servable(model, sources: np.ndarray, tile) -> bool:
     if cache_dir() is None or not isinstance(model, FoldedIFCNN) or not isinstance(sources, np.ndarray):
         return False
     if sources.ndim != 5 or sources.shape[0] < 2 or sources.shape[-1] != 3 or sources.dtype != np.float32:
+        return False
+    if any(
+        model.weights[name].shape != _WEIGHT_SHAPES[name] or model.weights[name].dtype != np.float32
+        for name in WEIGHT_NAMES
+    ):
         return False
     if tile is None:
         untiled = sources.shape[2] * sources.shape[3] <= AUTO_TILE_PIXELS

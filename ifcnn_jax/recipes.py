@@ -245,18 +245,23 @@ def _run_network(
     return np.clip(out, 0, 1, out=out)
 
 
+def forward(model, sources, *, tile=None, progress=None):
+    """:func:`ifcnn_jax.inference.forward`, imported on the first call (it imports JAX)."""
+    from ifcnn_jax.inference import forward as network_forward  # noqa: PLC0415 - lazy: imports JAX
+
+    return network_forward(model, sources, tile=tile, progress=progress)
+
+
 def _forward(model, stacked: np.ndarray, tile, progress):
     """The network on the stacked sources: a ``FoldedIFCNN``'s untiled fusion by the
     compiled program of ``ifcnn_jax.aot`` when its cache is on, else (and whenever that
-    cannot serve it) :func:`ifcnn_jax.inference.forward`."""
+    cannot serve it) :func:`forward`."""
     if isinstance(model, FoldedIFCNN):
         from ifcnn_jax import aot  # noqa: PLC0415 - lazy: only folded models use it
 
         fused = aot.forward(model, stacked, tile=tile)
         if fused is not None:
             return fused
-    from ifcnn_jax.inference import forward  # noqa: PLC0415 - lazy: imports JAX
-
     return forward(model, stacked, tile=tile, progress=progress)
 
 

@@ -169,3 +169,46 @@ def test_repeated_command_runs_the_stored_program_without_jax(release_dir, tmp_p
     entry.write_bytes(entry.read_bytes()[:-10] + b"0123456789")
     assert _run_fuse(_fuse_command(release_dir, tmp_path / "fallback.png"), env) == ["True", "False"]
     assert (tmp_path / "fallback.png").read_bytes() == first
+
+
+def test_weights_of_other_shapes_are_not_served(folded, cache):
+    from ifcnn_jax.folded import FoldedIFCNN  # noqa: PLC0415 - only this test builds one by hand
+
+    weights = dict(folded.weights, bias4=np.zeros(4, np.float32))
+    odd = FoldedIFCNN("max", weights)
+    assert aot.forward(odd, random_sources(2, 1, 16, 16)) is None
+    assert _entries(cache) == []
+
+
+def test_key_covers_program_sources_versions_cpu_and_shapes(monkeypatch):
+    key = aot.program_key((2, 1, 30, 40, 3), "max")
+    assert len(key["program"]) == 3 and key["jaxlib"] and key["cpu"]
+    assert aot.program_key((2, 1, 30, 41, 3), "max") != key
+    assert aot.program_key((2, 1, 30, 40, 3), "mean") != key
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
+    assert aot.program_key((2, 1, 30, 40, 3), "max") != key
+
+
+def test_repeated_batch_of_two_sizes_runs_without_jax(release_dir, tmp_path):
+    import cv2  # noqa: PLC0415 - only this test writes images
+
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for name, size in (("small", (24, 30)), ("large", (40, 36))):
+        for side in "AB":
+            cv2.imwrite(str(folder / f"{name}-{side}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    env = dict(os.environ, IFCNN_COMPILATION_CACHE=str(tmp_path / "cache"))
+    model = str(release_dir / "snapshots" / "IFCNN-MAX.pth")
+
+    def batch(out):
+        args = ["--task", "multifocus", "--model", model, "--batch", str(folder), "-o", str(out), "-q"]
+        return _run_fuse(args, env)
+
+    assert batch(tmp_path / "first") == ["True", "False"]
+    assert len(_entries(tmp_path / "cache" / aot.AOT_DIR)) == 2
+    assert batch(tmp_path / "again") == ["False", "False"]
+    for name in ("small", "large"):
+        assert (tmp_path / "again" / f"{name}.png").read_bytes() == (
+            tmp_path / "first" / f"{name}.png"
+        ).read_bytes()

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from ifcnn_jax.errors import IFCNNError
@@ -82,6 +80,9 @@ def released_weights(name: str, *, quiet: bool = False) -> Path:
     )
     if not quiet:
         print(f"downloading {canonical} from {url} (once; kept in {folder})", file=sys.stderr)
+    import urllib.error  # noqa: PLC0415 - lazy: only a download needs it (26 ms of every --help)
+    import urllib.request  # noqa: PLC0415 - lazy: only a download needs it
+
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read(64 << 20)
