@@ -17,8 +17,10 @@ key in full and the SHA-256 of the executable; it is used only when both match, 
 only its output of the expected shape and type is taken. Anything else (a missing,
 truncated, corrupted or foreign file, a failure to load or run it) falls back to
 compiling, silently; a failure there falls back to the normal path
-(:func:`ifcnn_jax.inference.forward`). With the cache off (``set_cache_dir(None)``,
-the default for the library) this module does nothing and writes nothing. The checksum
+(:func:`ifcnn_jax.inference.forward`). A freshly compiled program is stored only after
+it has been loaded back from its serialized form and has run (its output is the result).
+With the cache off (``set_cache_dir(None)``, the default for the library) this module
+does nothing and writes nothing. The checksum
 detects damage, not tampering: loading an executable runs its code, so the cache folder
 must be writable by its user only, as for JAX's own compilation cache.
 
@@ -366,7 +368,17 @@ def forward(model: FoldedIFCNN, sources: np.ndarray, *, tile: int | None = None)
         compiled, executable = _compile(args, model.fuse_rule)
     except Exception:  # noqa: BLE001 - the normal path compiles it its own way
         return None
-    _write(path, key, executable)
+    # The file is stored only once the serialized program has been loaded back and has
+    # run: an executable that JAX took from its own persistent cache serializes without
+    # all of its kernels ("Function ... not found" when run), and is not kept.
+    try:
+        runtime = _runtime()
+        out = runtime.run(runtime.load(executable), args, out_shape)
+    except Exception:  # noqa: BLE001 - not storable; the compiled program still runs
+        out = None
+    if out is not None and out.shape == out_shape and out.dtype == np.float32:
+        _write(path, key, executable)
+        return out
     weights = dict(zip(WEIGHT_NAMES, args[: len(WEIGHT_NAMES)]))
     out = np.asarray(compiled(weights, *args[len(WEIGHT_NAMES) :]))
     return out if out.shape == out_shape else None

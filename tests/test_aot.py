@@ -110,6 +110,22 @@ def test_a_file_that_fails_to_load_falls_back(folded, cache, monkeypatch):
     np.testing.assert_array_equal(aot.forward(folded, sources), expected)
 
 
+def test_a_program_that_does_not_load_back_is_not_stored(folded, cache, monkeypatch):
+    # As an executable that JAX took from its own persistent cache: it serializes, but
+    # the bytes do not run. The result comes from the compiled program; nothing is kept.
+    sources = random_sources(2, 1, 15, 22, seed=7)
+
+    class Broken:
+        def load(self, executable):
+            raise RuntimeError("Function copy_bitcast_fusion not found")
+
+    monkeypatch.setitem(aot._state, "runtime", Broken())
+    np.testing.assert_array_equal(
+        aot.forward(folded, sources), np.asarray(inference.forward(folded, sources, tile=0))
+    )
+    assert _entries(cache) == []
+
+
 def test_cache_off_serves_nothing_and_writes_nothing(folded, tmp_path):
     aot.set_cache_dir(None)
     assert aot.forward(folded, random_sources(2, 1, 16, 16)) is None
