@@ -17,8 +17,12 @@ key in full and the SHA-256 of the executable; it is used only when both match, 
 only its output of the expected shape and type is taken. Anything else (a missing,
 truncated, corrupted or foreign file, a failure to load or run it) falls back to
 compiling, silently; a failure there falls back to the normal path
-(:func:`ifcnn_jax.inference.forward`). With the cache off (``set_cache_dir(None)``,
-the default for the library) this module does nothing and writes nothing. The checksum
+(:func:`ifcnn_jax.inference.forward`). A freshly compiled program is stored only after
+it has been loaded back from its serialized form and has run (its output is the result).
+One that JAX took from its own persistent cache does not load back whole; it is compiled
+once more without that cache (and with JAX's in-memory caches cleared).
+With the cache off (``set_cache_dir(None)``, the default for the library) this module
+does nothing and writes nothing. The checksum
 detects damage, not tampering: loading an executable runs its code, so the cache folder
 must be writable by its user only, as for JAX's own compilation cache.
 
@@ -317,6 +321,35 @@ def _compile(args: list[np.ndarray], rule: str):
     return compiled, loaded.client.serialize_executable(loaded)
 
 
+def _compile_without_jax_cache(args: list[np.ndarray], rule: str):
+    """:func:`_compile` once more, with JAX's persistent cache off and its in-memory
+    caches cleared (then the persistent cache back as it was): an executable that JAX
+    took from its persistent cache serializes without all of its kernels."""
+    import jax  # noqa: PLC0415 - imported already by _compile
+    from jax.experimental.compilation_cache import compilation_cache  # noqa: PLC0415 - lazy
+
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    jax.clear_caches()
+    try:
+        return _compile(args, rule)
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
+        compilation_cache.reset_cache()
+
+
+def _stored_output(executable: bytes, args: list[np.ndarray], out_shape) -> np.ndarray | None:
+    """The output of ``executable`` loaded back from its bytes; None if it does not load
+    or run, or gives an output of another shape or type."""
+    try:
+        runtime = _runtime()
+        out = runtime.run(runtime.load(executable), args, out_shape)
+    except Exception:  # noqa: BLE001 - not storable
+        return None
+    return out if out.shape == out_shape and out.dtype == np.float32 else None
+
+
 def servable(model, sources: np.ndarray, tile) -> bool:
     """Whether :func:`forward` can serve this fusion (before looking at the cache)."""
     if cache_dir() is None or not isinstance(model, FoldedIFCNN) or not isinstance(sources, np.ndarray):
@@ -366,7 +399,20 @@ def forward(model: FoldedIFCNN, sources: np.ndarray, *, tile: int | None = None)
         compiled, executable = _compile(args, model.fuse_rule)
     except Exception:  # noqa: BLE001 - the normal path compiles it its own way
         return None
-    _write(path, key, executable)
+    # The file is stored only once the serialized program has been loaded back and has
+    # run. An executable that JAX took from its own persistent cache serializes without
+    # all of its kernels ("Function ... not found" when run): it is compiled once more
+    # without that cache.
+    out = _stored_output(executable, args, out_shape)
+    if out is None:
+        try:
+            compiled, executable = _compile_without_jax_cache(args, model.fuse_rule)
+            out = _stored_output(executable, args, out_shape)
+        except Exception:  # noqa: BLE001 - the first compiled program still runs
+            out = None
+    if out is not None:
+        _write(path, key, executable)
+        return out
     weights = dict(zip(WEIGHT_NAMES, args[: len(WEIGHT_NAMES)]))
     out = np.asarray(compiled(weights, *args[len(WEIGHT_NAMES) :]))
     return out if out.shape == out_shape else None

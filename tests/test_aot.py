@@ -110,6 +110,44 @@ def test_a_file_that_fails_to_load_falls_back(folded, cache, monkeypatch):
     np.testing.assert_array_equal(aot.forward(folded, sources), expected)
 
 
+def test_a_program_that_does_not_load_back_is_not_stored(folded, cache, monkeypatch):
+    # As an executable that JAX took from its own persistent cache: it serializes, but
+    # the bytes do not run. The result comes from the compiled program; nothing is kept.
+    sources = random_sources(2, 1, 15, 22, seed=7)
+
+    class Broken:
+        def load(self, executable):
+            raise RuntimeError("Function copy_bitcast_fusion not found")
+
+    monkeypatch.setitem(aot._state, "runtime", Broken())
+    np.testing.assert_array_equal(
+        aot.forward(folded, sources), np.asarray(inference.forward(folded, sources, tile=0))
+    )
+    assert _entries(cache) == []
+
+
+def test_a_program_already_in_jaxs_cache_is_compiled_again_and_stored(folded, cache, tmp_path, monkeypatch):
+    import jax  # noqa: PLC0415 - only this test configures JAX's own cache
+    from jax.experimental.compilation_cache import compilation_cache  # noqa: PLC0415
+
+    from ifcnn_jax.cli.common import enable_compilation_cache  # noqa: PLC0415
+
+    saved = jax.config.jax_compilation_cache_dir
+    enable_compilation_cache(str(tmp_path / "jax"))
+    compilation_cache.reset_cache()
+    try:
+        sources = random_sources(2, 1, 29, 31, seed=8)
+        expected = np.asarray(inference.forward(folded, sources, tile=0))  # now in JAX's cache
+        jax.clear_caches()
+        np.testing.assert_array_equal(aot.forward(folded, sources), expected)
+        assert len(_entries(cache)) == 1
+        _no_compiling(monkeypatch)
+        np.testing.assert_array_equal(aot.forward(folded, sources), expected)  # the stored program
+    finally:
+        jax.config.update("jax_compilation_cache_dir", saved)
+        compilation_cache.reset_cache()
+
+
 def test_cache_off_serves_nothing_and_writes_nothing(folded, tmp_path):
     aot.set_cache_dir(None)
     assert aot.forward(folded, random_sources(2, 1, 16, 16)) is None
