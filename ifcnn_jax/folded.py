@@ -113,6 +113,28 @@ def read_params(path: str | os.PathLike, fuse_rule: str | None = None) -> tuple[
     return params, rule
 
 
+def model_weight_arrays(model) -> tuple:
+    """The arrays of an :class:`ifcnn_jax.model.IFCNN` that the folded weights derive from,
+    in the order :func:`fold_arrays` takes (conv1; conv2 and its BatchNorm scale, bias,
+    mean, var; the same for conv3; conv4's kernel and bias). Reads attributes only, so
+    this module still imports no Flax."""
+    return (
+        model.conv1.kernel[...],
+        model.conv2.conv.kernel[...],
+        model.conv2.bn.scale[...],
+        model.conv2.bn.bias[...],
+        model.conv2.bn.mean[...],
+        model.conv2.bn.var[...],
+        model.conv3.conv.kernel[...],
+        model.conv3.bn.scale[...],
+        model.conv3.bn.bias[...],
+        model.conv3.bn.mean[...],
+        model.conv3.bn.var[...],
+        model.conv4.kernel[...],
+        model.conv4.bias[...],
+    )
+
+
 def fold_arrays(arrays, eps2: float = BN_EPSILON, eps3: float = BN_EPSILON) -> dict[str, np.ndarray]:
     """The folded float32 weights from IFCNN's 13 inference arrays, in this order:
     conv1 kernel; conv2 kernel, BN scale, bias, mean, var; the same for conv3; conv4
@@ -182,21 +204,7 @@ class FoldedIFCNN:
     def from_model(cls, model) -> FoldedIFCNN:
         """From an inference-mode :class:`ifcnn_jax.model.IFCNN` (its BatchNorm epsilons
         included)."""
-        arrays = (
-            model.conv1.kernel[...],
-            model.conv2.conv.kernel[...],
-            model.conv2.bn.scale[...],
-            model.conv2.bn.bias[...],
-            model.conv2.bn.mean[...],
-            model.conv2.bn.var[...],
-            model.conv3.conv.kernel[...],
-            model.conv3.bn.scale[...],
-            model.conv3.bn.bias[...],
-            model.conv3.bn.mean[...],
-            model.conv3.bn.var[...],
-            model.conv4.kernel[...],
-            model.conv4.bias[...],
-        )
+        arrays = model_weight_arrays(model)
         eps = (float(model.conv2.bn.epsilon), float(model.conv3.bn.epsilon))
         return cls(model.fuse_rule, fold_arrays(arrays, *eps))
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifcnn_jax.errors import IFCNNError
-from ifcnn_jax.folded import FoldedIFCNN, fold_arrays
+from ifcnn_jax.folded import FoldedIFCNN, fold_arrays, model_weight_arrays
 from ifcnn_jax.network import _BLOCK, _PER_ITEM, METHODS, _fuse_window
 from ifcnn_jax.tiling import HALO, RegionFn, tiled_apply
 
@@ -41,25 +41,6 @@ DEFAULT_TILE = 1024
 # ---------------------------------------------------------------- folded weights
 
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _weight_arrays(model: IFCNN) -> tuple:
-    """The arrays the folded weights derive from, in a fixed order."""
-    return (
-        model.conv1.kernel[...],
-        model.conv2.conv.kernel[...],
-        model.conv2.bn.scale[...],
-        model.conv2.bn.bias[...],
-        model.conv2.bn.mean[...],
-        model.conv2.bn.var[...],
-        model.conv3.conv.kernel[...],
-        model.conv3.bn.scale[...],
-        model.conv3.bn.bias[...],
-        model.conv3.bn.mean[...],
-        model.conv3.bn.var[...],
-        model.conv4.kernel[...],
-        model.conv4.bias[...],
-    )
 
 
 def _fold(arrays: tuple, eps2: float, eps3: float) -> dict[str, jax.Array]:
@@ -81,7 +62,7 @@ def folded_params(model: IFCNN | FoldedIFCNN) -> dict[str, jax.Array]:
         if cached is None:
             cached = _FOLDED[model] = {k: jnp.asarray(v) for k, v in model.weights.items()}
         return cached
-    arrays = _weight_arrays(model)
+    arrays = model_weight_arrays(model)
     eps = (float(model.conv2.bn.epsilon), float(model.conv3.bn.epsilon))
     cached = _FOLDED.get(model)
     if cached is not None and cached[1] == eps and all(a is b for a, b in zip(cached[0], arrays)):

@@ -40,13 +40,12 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ifcnn_jax.cli.common import (
-    LazyModule,
     add_compilation_cache_argument,
     enable_compilation_cache,
     run_command,
@@ -61,6 +60,7 @@ from ifcnn_jax.cli.report import (
     summary_rows,
     text_table,
 )
+from ifcnn_jax.cli.scoring import convention_note, metric_names, metric_progress, score_group
 from ifcnn_jax.errors import IFCNNError
 from ifcnn_jax.figures import figure_png, thumbnail
 from ifcnn_jax.io.atomic import write_bytes_atomic
@@ -72,9 +72,6 @@ from ifcnn_jax.io.testsets import (
     find_groups,
     fused_image_path,
 )
-
-# Imported on first use: the metrics import JAX, which --help must not wait for.
-metrics = LazyModule("ifcnn_jax.metrics")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,38 +252,6 @@ def _slug(text: str) -> str:
 # -------------------------------------------------------------------------------- run
 
 
-def _metric_names(spec: str | None, any_reference: bool, convention: str = "paper") -> list[str]:
-    """The metric columns: ``--metrics`` checked against the registry and the convention,
-    or the default columns (under a suite's convention, that suite's metrics)."""
-    from ifcnn_jax.metrics import (  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
-        ALL_METRICS,
-        CONVENTION_METRICS,
-        CONVENTIONS,
-        KNOWN_METRICS,
-        NO_REFERENCE_METRICS,
-    )
-    from ifcnn_jax.metrics._conventions import refusal  # noqa: PLC0415 - as above
-
-    if convention not in CONVENTIONS:
-        raise IFCNNError(
-            f"--convention: unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}"
-        )
-    suite = CONVENTION_METRICS[convention]
-    if spec is None:
-        return [n for n in (ALL_METRICS if any_reference else NO_REFERENCE_METRICS) if n in suite]
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in KNOWN_METRICS]
-    if unknown or not names:
-        raise IFCNNError(
-            f"--metrics: unknown metric {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(KNOWN_METRICS)}"
-        )
-    for name in names:
-        if name not in suite:
-            raise IFCNNError(f"--metrics: {refusal(convention, name)}")
-    return names
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # noqa: PLC0415 - lazy: slow to import; only this path of the command needs it
 
@@ -301,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise IFCNNError(f"--out {out_dir}: exists and is not a folder")
     any_reference = any(g.reference is not None for g in image_set.groups)
-    names = _metric_names(args.metrics, any_reference, args.convention)
+    names = metric_names(args.metrics, any_reference, args.convention)
     if len(args.fused) > 1:
         return run_comparison(args, image_set, out_dir, names, start)
     fused_source = FusedSource(args, out_dir)
@@ -324,14 +289,14 @@ def run(args: argparse.Namespace) -> int:
             fused_paths.append(fused_path)
             t1 = time.perf_counter()
             reference = read_image(group.reference) if group.reference is not None else None
-            values = _score(
+            values = score_group(
                 group,
                 sources,
                 fused,
                 fused_path,
                 reference,
                 names,
-                _metric_progress(bar, group),
+                metric_progress(bar, group),
                 args.convention,
             )
             metric_seconds += time.perf_counter() - t1
@@ -364,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
         f"test set: {args.testset} ({len(rows)} groups)",
         f"fused images: {_fused_note(args, fused_source, image_set)}",
         "colour images are scored on their luminance (ITU-R BT.601)",
-        _convention_note(args.convention),
+        convention_note(args.convention),
     ]
     if image_set.skipped:
         notes.append("skipped (no group): " + ", ".join(p.name for p in image_set.skipped))
@@ -458,14 +423,14 @@ def run_comparison(
             for label, fused_source in methods:
                 fused, fused_path = fused_source.fused(group, sources)
                 fused_paths.append(fused_path)
-                values = _score(
+                values = score_group(
                     group,
                     sources,
                     fused,
                     fused_path,
                     reference,
                     names,
-                    _metric_progress(bar, group, label),
+                    metric_progress(bar, group, label),
                     args.convention,
                 )
                 row = {
@@ -491,7 +456,7 @@ def run_comparison(
         "methods: " + ", ".join(f"{label} ({fs.fused_dir})" for label, fs in methods),
         "colour images are scored on their luminance (ITU-R BT.601)",
         "ranks: 1 is best, by each metric's direction (↑ higher, ↓ lower is better); ties share a rank",
-        _convention_note(args.convention),
+        convention_note(args.convention),
     ]
     blur_rewarding = [n for n in names if n in _AGAINST_EACH_SOURCE]
     if blur_rewarding:
@@ -573,63 +538,6 @@ def _by_collection(rows: list[dict]) -> dict[str, list[dict]]:
     for row in rows:
         grouped.setdefault(row["collection"], []).append(row)
     return grouped
-
-
-def _score(
-    group: ImageGroup,
-    sources: list[np.ndarray],
-    fused: np.ndarray,
-    fused_path: Path,
-    reference: np.ndarray | None,
-    names: Sequence[str],
-    progress: Callable[[int, int], None] | None = None,
-    convention: str = "paper",
-) -> dict[str, float]:
-    """The named metrics that apply to this group; the others are left out (NaN later):
-    reference metrics without a ground truth, SCD/Qy beside N != 2, MS-SSIM on small
-    images. ``progress`` and ``convention`` are passed to ``metrics.evaluate``."""
-
-    h, w = np.asarray(fused).shape[:2]
-    applicable = [
-        n
-        for n in names
-        if (n not in metrics.REFERENCE_METRICS or reference is not None)
-        and metrics.KNOWN_METRICS[n].applies_to(len(sources), h, w)
-    ]
-    return metrics.evaluate(
-        [on_255_scale(s) for s in sources],
-        on_255_scale(fused),
-        None if reference is None else on_255_scale(reference),
-        names=applicable,
-        source_names=[str(p) for p in group.sources],
-        fused_name=str(fused_path),
-        reference_name=str(group.reference),
-        progress=progress,
-        convention=convention,
-    )
-
-
-def _metric_progress(bar, group: ImageGroup, method: str = "") -> Callable[[int, int], None]:
-    """Shows the metric count of the group being scored beside the bar over groups: the
-    first group of each image size compiles every metric, which takes a while."""
-    prefix = f"{group.name} {method}".rstrip()
-
-    def show(done: int, total: int) -> None:
-        bar.set_postfix_str(f"{prefix}: metric {done}/{total}")
-
-    return show
-
-
-def on_255_scale(image: np.ndarray) -> np.ndarray:
-    """Float images of this package (``read_image``, ``fuse``) hold 0-1; the metrics want
-    0-255. Integer images are left to ``metrics.to_gray_255`` (uint16 / 257)."""
-    return image * np.float32(255) if image.dtype.kind == "f" else image
-
-
-def _convention_note(convention: str) -> str:
-    from ifcnn_jax.metrics._conventions import SUITES  # noqa: PLC0415 - lazy: imports JAX
-
-    return f"metric convention: {convention} ({SUITES[convention]})"
 
 
 def _short_name(group: ImageGroup) -> str:

@@ -5,8 +5,8 @@ One private module per family (``_statistics``, ``_information``, ``_liu_informa
 ``_qcb``, ``_qcv``, ``_reference``), the registry (``_registry``: ``NO_REFERENCE_METRICS``,
 ``REFERENCE_METRICS`` and the named-only ``OPT_IN_METRICS``) and the eager entry point
 (``_evaluate``) with the public suites' conventions (``_conventions``: ``CONVENTIONS``,
-``CONVENTION_METRICS``, for ``evaluate(..., convention=...)``); this module is the public
-interface.
+``CONVENTION_METRICS``, for ``evaluate(..., convention=...)``, with the eager NumPy ports
+of ``_rounding_ports``); this module is the public interface.
 
 Public fusion-metric scripts disagree (log base 2 or e in MI, SSIM summed or averaged
 over the sources, 0-1 or 0-255 scaling, window sizes), so each function here states
