@@ -23,8 +23,8 @@ One that JAX took from its own persistent cache does not load back whole; it is 
 once more without that cache (and with JAX's in-memory caches cleared).
 With the cache off (``set_cache_dir(None)``, the default for the library) this module
 does nothing and writes nothing. The checksum
-detects damage, not tampering: loading an executable runs its code, so the cache folder
-must be writable by its user only, as for JAX's own compilation cache.
+detects damage, not tampering: loading an executable runs its code, so a file is loaded
+only when it and its folder belong to the user and no one else may write them (POSIX).
 
 Served: a :class:`~ifcnn_jax.folded.FoldedIFCNN`, untiled fusions (``tile`` None below
 the automatic threshold, or 0), on the CPU. A cache hit imports ``jaxlib`` only: it
@@ -41,6 +41,7 @@ import importlib.util
 import json
 import os
 import platform
+import stat
 import sys
 from pathlib import Path
 
@@ -185,8 +186,23 @@ def unpack(data: bytes, key: dict) -> bytes | None:
     return executable
 
 
+def _only_user_can_write(path: Path) -> bool:
+    """Whether ``path`` and its folder belong to this user and no one else may write
+    them (POSIX). Loading an executable runs its code, so a file that another user
+    could have put or changed is not loaded; elsewhere (Windows) this is not checked."""
+    if not hasattr(os, "getuid"):
+        return True
+    for item in (path, path.parent):
+        info = item.stat()
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    return True
+
+
 def _read(path: Path, key: dict) -> bytes | None:
     try:
+        if not _only_user_can_write(path):
+            return None
         data = path.read_bytes()
     except OSError:
         return None

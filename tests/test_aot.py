@@ -250,3 +250,26 @@ def test_repeated_batch_of_two_sizes_runs_without_jax(release_dir, tmp_path):
         assert (tmp_path / "again" / f"{name}.png").read_bytes() == (
             tmp_path / "first" / f"{name}.png"
         ).read_bytes()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_file_others_may_write_is_not_loaded(folded, cache, monkeypatch):
+    # Loading an executable runs its code: one that another user could have written is
+    # compiled afresh instead, whatever its content.
+    sources = random_sources(2, 1, 21, 26, seed=5)
+    expected = np.asarray(inference.forward(folded, sources, tile=0))
+    aot.forward(folded, sources)
+    (entry,) = _entries(cache)
+    compiled = []
+    real_compile = aot._compile
+    monkeypatch.setattr(aot, "_compile", lambda *a, **k: compiled.append(1) or real_compile(*a, **k))
+    for target, mode in ((cache, 0o777), (entry, 0o666)):
+        original = target.stat().st_mode
+        target.chmod(mode)
+        try:
+            np.testing.assert_array_equal(aot.forward(folded, sources), expected)
+        finally:
+            target.chmod(original)
+    assert len(compiled) == 2
+    np.testing.assert_array_equal(aot.forward(folded, sources), expected)
+    assert len(compiled) == 2  # private again: served from the file
