@@ -225,6 +225,9 @@ class _JaxlibRuntime:
     """A CPU client of jaxlib's own, without importing JAX (see the module docstring)."""
 
     def __init__(self):
+        # A client made without JAX logs its devices at INFO level on stderr, which JAX's
+        # own start-up keeps quiet; warnings still show (a user's own setting wins).
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         from jaxlib import _jax, xla_client  # noqa: PLC0415 - lazy: only a cache hit needs them
 
         self._jax, self._xc = _jax, xla_client
